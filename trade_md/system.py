@@ -1,0 +1,276 @@
+"""``MolecularSystem``: an OpenMM system, its topology and a reference structure.
+
+Units: positions in nm, masses in dalton, constraint lengths in nm.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import mdtraj
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+
+__all__ = ["MolecularSystem", "ForceFieldError"]
+
+_CONSTRAINTS = {
+    "none": None,
+    "hbonds": app.HBonds,
+    "allbonds": app.AllBonds,
+    "hangles": app.HAngles,
+}
+_NONBONDED = {
+    "nocutoff": app.NoCutoff,
+    "cutoffnonperiodic": app.CutoffNonPeriodic,
+    "cutoffperiodic": app.CutoffPeriodic,
+    "pme": app.PME,
+}
+
+
+class ForceFieldError(ValueError):
+    """The force field cannot parametrize the molecule (e.g. an unknown residue)."""
+
+
+def _lookup(table: dict, value, what: str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return value
+    key = value.replace("_", "").replace("-", "").lower()
+    if key not in table:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(table)}")
+    return table[key]
+
+
+def _as_nm(positions) -> np.ndarray:
+    if unit.is_quantity(positions):
+        positions = positions.value_in_unit(unit.nanometer)
+    xyz = np.asarray(positions, dtype=np.float64)
+    return xyz
+
+
+def _minimize(system: openmm.System, xyz: np.ndarray, tolerance: float = 1.0) -> np.ndarray:
+    """Local energy minimization on the Reference platform (deterministic).
+
+    ``tolerance`` is the RMS force in kJ/mol/nm at which to stop.
+    """
+    integrator = openmm.VerletIntegrator(0.001)
+    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(xyz)
+    ctx.applyConstraints(1e-8)
+    openmm.LocalEnergyMinimizer.minimize(ctx, tolerance, 0)
+    out = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    del ctx
+    return np.asarray(out, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ConstrainedBonds:
+    """Distance constraints of a system: atom pairs ``(K, 2)`` and lengths ``(K,)`` in nm."""
+
+    pairs: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+class MolecularSystem:
+    """A molecule for trade_md: OpenMM system + topology + reference structure.
+
+    Parameters
+    ----------
+    system : openmm.System
+    topology : openmm.app.Topology
+    positions : (n_atoms, 3) array or Quantity
+        Initial positions, nm if a plain array.
+    name : str
+        Human-readable name (used in file metadata).
+    minimize : bool
+        If True, the reference structure is the energy-minimized ``positions``
+        (constraints applied); otherwise ``positions`` as given.
+
+    Attributes
+    ----------
+    openmm_system, openmm_topology, topology (mdtraj.Topology), n_atoms,
+    masses ((n_atoms,) dalton), constraints (:class:`ConstrainedBonds`),
+    reference_xyz ((n_atoms, 3) nm, float64).
+    """
+
+    def __init__(
+        self,
+        system: openmm.System,
+        topology: app.Topology,
+        positions,
+        name: str = "molecule",
+        minimize: bool = True,
+    ) -> None:
+        if not isinstance(system, openmm.System):
+            raise TypeError(f"system must be an openmm.System, got {type(system).__name__}")
+        if not isinstance(topology, app.Topology):
+            raise TypeError(f"topology must be an openmm.app.Topology, got {type(topology).__name__}")
+        xyz = _as_nm(positions)
+        n = system.getNumParticles()
+        if topology.getNumAtoms() != n:
+            raise ValueError(
+                f"topology has {topology.getNumAtoms()} atoms but the system has {n} particles"
+            )
+        if xyz.shape != (n, 3):
+            raise ValueError(f"positions must have shape ({n}, 3), got {xyz.shape}")
+        if not np.all(np.isfinite(xyz)):
+            raise ValueError("positions contain NaN or infinite values")
+        self.openmm_system = system
+        self.openmm_topology = topology
+        self.name = name
+        self.topology = mdtraj.Topology.from_openmm(topology)
+        self.n_atoms = n
+        self.masses = np.array(
+            [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)]
+        )
+        pairs, lengths = [], []
+        for k in range(system.getNumConstraints()):
+            i, j, d = system.getConstraintParameters(k)
+            pairs.append((i, j))
+            lengths.append(d.value_in_unit(unit.nanometer))
+        self.constraints = ConstrainedBonds(
+            np.asarray(pairs, dtype=np.int64).reshape(-1, 2), np.asarray(lengths, dtype=np.float64)
+        )
+        self.initial_xyz = xyz
+        self.reference_xyz = _minimize(system, xyz) if minimize else xyz.copy()
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_pdb(
+        cls,
+        path: str | os.PathLike,
+        forcefield: Sequence[str] = ("amber99sbildn.xml", "amber96_obc.xml"),
+        constraints: str | None = "HBonds",
+        nonbonded: str = "NoCutoff",
+        remove_cm_motion: bool = True,
+        name: str | None = None,
+        minimize: bool = True,
+        **system_kwargs,
+    ) -> "MolecularSystem":
+        """Build from a PDB file and OpenMM force-field XML files.
+
+        Parameters
+        ----------
+        path : PDB file.
+        forcefield : force-field XML files, as accepted by ``openmm.app.ForceField``.
+        constraints : ``"HBonds"`` (default), ``"AllBonds"``, ``"HAngles"`` or ``None``.
+        nonbonded : ``"NoCutoff"`` (default), ``"CutoffNonPeriodic"``, ``"CutoffPeriodic"``, ``"PME"``.
+        remove_cm_motion : add a CMMotionRemover.
+        name : defaults to the file stem.
+        minimize : energy-minimize the reference structure.
+        system_kwargs : passed to ``ForceField.createSystem``.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"PDB file not found: {path}")
+        if isinstance(forcefield, str):
+            forcefield = [forcefield]
+        try:
+            ff = app.ForceField(*forcefield)
+        except (ValueError, OSError) as err:
+            raise ForceFieldError(f"cannot load force field {list(forcefield)}: {err}") from err
+        pdb = app.PDBFile(str(path))
+        try:
+            system = ff.createSystem(
+                pdb.topology,
+                nonbondedMethod=_lookup(_NONBONDED, nonbonded, "nonbonded method"),
+                constraints=_lookup(_CONSTRAINTS, constraints, "constraint type"),
+                removeCMMotion=remove_cm_motion,
+                **system_kwargs,
+            )
+        except ValueError as err:
+            msg = str(err)
+            if "template" in msg.lower() or "residue" in msg.lower():
+                raise ForceFieldError(
+                    f"force field {list(forcefield)} cannot match a residue of {path}: {msg.splitlines()[0]}"
+                ) from err
+            raise
+        return cls(system, pdb.topology, pdb.positions, name=name or path.stem, minimize=minimize)
+
+    @classmethod
+    def from_openmm(
+        cls, system: openmm.System, topology: app.Topology, positions, name: str = "molecule",
+        minimize: bool = True,
+    ) -> "MolecularSystem":
+        """Wrap an existing OpenMM system, topology and positions (nm or Quantity)."""
+        return cls(system, topology, positions, name=name, minimize=minimize)
+
+    @classmethod
+    def alanine_dipeptide(cls, minimize: bool = True) -> "MolecularSystem":
+        """Alanine dipeptide (ACE-ALA-NME, 22 atoms) as in the TRADE paper.
+
+        The PDB shipped with openmmtools (``data/alanine-dipeptide-gbsa``),
+        Amber99SB-ILDN with OBC implicit solvent (amber96_obc.xml), no cutoff,
+        H-bond constraints, center-of-mass motion removed.
+        """
+        spec = importlib.util.find_spec("openmmtools")  # not imported: it prints pymbar banners
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("alanine_dipeptide() needs the openmmtools package (pip install openmmtools)")
+        pdb = Path(list(spec.submodule_search_locations)[0]) / "data" / "alanine-dipeptide-gbsa" / "alanine-dipeptide.pdb"
+        return cls.from_pdb(
+            pdb,
+            forcefield=("amber99sbildn.xml", "amber96_obc.xml"),
+            constraints="HBonds",
+            nonbonded="NoCutoff",
+            remove_cm_motion=True,
+            name="alanine-dipeptide",
+            minimize=minimize,
+        )
+
+    # ------------------------------------------------------------ serialization
+    def to_state(self) -> dict:
+        """Plain-string representation (OpenMM system XML + PDB) for model files."""
+        buf = io.StringIO()
+        app.PDBFile.writeFile(self.openmm_topology, self.reference_xyz * 10.0 * unit.angstrom, buf, keepIds=True)
+        return {
+            "name": self.name,
+            "system_xml": openmm.XmlSerializer.serialize(self.openmm_system),
+            "pdb": buf.getvalue(),
+            "reference_xyz": self.reference_xyz.tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MolecularSystem":
+        """Inverse of :meth:`to_state`; the stored reference structure is kept as is."""
+        try:
+            system = openmm.XmlSerializer.deserialize(state["system_xml"])
+            pdb = app.PDBFile(io.StringIO(state["pdb"]))
+        except Exception as err:  # noqa: BLE001 - OpenMM raises plain Exception
+            raise ValueError(f"stored molecular system is unreadable: {err}") from err
+        xyz = np.asarray(state.get("reference_xyz", _as_nm(pdb.positions)), dtype=np.float64)
+        return cls(system, pdb.topology, xyz, name=state.get("name", "molecule"), minimize=False)
+
+    # ------------------------------------------------------------------ helpers
+    def check_xyz(self, xyz, what: str = "x") -> None:
+        """Raise ``ValueError`` unless ``xyz`` has shape ``(batch, n_atoms, 3)``."""
+        shape = tuple(xyz.shape)
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"{what} must have shape (batch, n_atoms, 3) in nm, got {shape}")
+        if shape[1] != self.n_atoms:
+            raise ValueError(
+                f"{what} has {shape[1]} atoms but system {self.name!r} has {self.n_atoms}"
+            )
+
+    def atom_signature(self) -> list[str]:
+        """Per-atom ``RESNAME-resSeq-ATOMNAME-element`` strings to compare molecules."""
+        out = []
+        for a in self.topology.atoms:
+            el = a.element.symbol if a.element is not None else "?"
+            out.append(f"{a.residue.name}{a.residue.resSeq}-{a.name}-{el}")
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"MolecularSystem(name={self.name!r}, n_atoms={self.n_atoms}, "
+            f"n_constraints={len(self.constraints)})"
+        )
