@@ -27,7 +27,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise FileNotFoundError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"output folder is not writable: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=folder)
     os.close(fd)
     os.unlink(tmp)  # libraries such as PyTables refuse to open an existing empty file
     tmp_path = Path(tmp)

@@ -261,14 +261,6 @@ class MolecularSystem:
                 f"{what} has {shape[1]} atoms but system {self.name!r} has {self.n_atoms}"
             )
 
-    def atom_signature(self) -> list[str]:
-        """Per-atom ``RESNAME-resSeq-ATOMNAME-element`` strings to compare molecules."""
-        out = []
-        for a in self.topology.atoms:
-            el = a.element.symbol if a.element is not None else "?"
-            out.append(f"{a.residue.name}{a.residue.resSeq}-{a.name}-{el}")
-        return out
-
     def __repr__(self) -> str:
         return (
             f"MolecularSystem(name={self.name!r}, n_atoms={self.n_atoms}, "

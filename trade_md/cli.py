@@ -1,0 +1,104 @@
+"""``trade-md``: command-line interface (thin layer over the Python API)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+def _system_from_args(args) -> "MolecularSystem":  # noqa: F821
+    from .system import MolecularSystem
+
+    if args.pdb:
+        return MolecularSystem.from_pdb(args.pdb, forcefield=args.forcefield, constraints=args.constraints)
+    if args.system == "alanine-dipeptide":
+        return MolecularSystem.alanine_dipeptide()
+    raise ValueError(f"unknown --system {args.system!r}; use 'alanine-dipeptide' or --pdb FILE --forcefield XML...")
+
+
+def _add_system_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("molecule")
+    g.add_argument("--system", default="alanine-dipeptide", help="built-in system name (default: alanine-dipeptide)")
+    g.add_argument("--pdb", help="PDB file of the molecule (instead of --system)")
+    g.add_argument("--forcefield", nargs="+", default=["amber99sbildn.xml", "amber96_obc.xml"],
+                   help="OpenMM force-field XML files (with --pdb)")
+    g.add_argument("--constraints", default="HBonds", help="HBonds (default), AllBonds, HAngles or none")
+
+
+def _temperature_list(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated temperatures in K, got {text!r}") from err
+    return values
+
+
+def _cmd_simulate(args) -> int:
+    from .simulate import parallel_tempering, simulate
+
+    system = _system_from_args(args)
+    common = dict(report_interval_ps=args.report_interval_ps, timestep_fs=args.timestep_fs,
+                  friction_per_ps=args.friction_per_ps, seed=args.seed, platform=args.platform,
+                  equilibration_ps=args.equilibration_ps, overwrite=args.overwrite)
+    if args.temperatures:
+        out = Path(args.out)
+        stem = out.with_suffix("")
+        targets = {t: Path(f"{stem}_{t:g}K.h5") for t in args.temperatures}
+        existing = [str(p) for p in targets.values() if p.exists()]
+        if existing and not args.overwrite:
+            raise FileExistsError(f"{', '.join(existing)} exist; refusing to overwrite (use --overwrite)")
+        results = parallel_tempering(system, args.temperatures, args.nanoseconds,
+                                     out=stem.with_suffix(".nc"), **common)
+        for t, data in results.items():
+            path = targets.get(t) or Path(f"{stem}_{t:g}K.h5")
+            data.save(path, overwrite=args.overwrite)
+            print(f"{path}: {len(data)} frames at {t:g} K")
+        print("neighbour swap acceptance:", ", ".join(f"{a:.2f}" for a in next(iter(results.values())).metadata["swap_acceptance"]))
+        return 0
+    if args.temperature is None:
+        raise ValueError("give --temperature T (plain MD) or --temperatures T1,T2,... (parallel tempering)")
+    data = simulate(system, args.temperature, args.nanoseconds, out=args.out,
+                    checkpoint_frames=args.checkpoint_frames, **common)
+    print(f"{args.out}: {len(data)} frames at {data.temperature:g} K")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trade-md", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="reference MD (Langevin) or parallel tempering; resumable")
+    _add_system_args(p)
+    p.add_argument("--temperature", type=float, help="temperature in K (plain Langevin MD)")
+    p.add_argument("--temperatures", type=_temperature_list,
+                   help="comma-separated temperatures in K: parallel tempering, one output file per temperature")
+    p.add_argument("--nanoseconds", type=float, required=True, help="production length (per replica), ns")
+    p.add_argument("--out", required=True, help="output HDF5 file (parallel tempering: OUT_<T>K.h5 + OUT.nc)")
+    p.add_argument("--report-interval-ps", type=float, default=1.0)
+    p.add_argument("--timestep-fs", type=float, default=2.0)
+    p.add_argument("--friction-per-ps", type=float, default=1.0)
+    p.add_argument("--equilibration-ps", type=float, default=100.0)
+    p.add_argument("--checkpoint-frames", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--platform", help="OpenMM platform (default: automatic)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``trade-md`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
+        print(f"trade-md {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``ReferenceData``: MD frames with energies at one temperature, in mdtraj HDF5 files."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import mdtraj
+import numpy as np
+
+from .system import MolecularSystem
+from .trajectory import TrajectoryFile, check_same_molecule, read_trajectory, write_trajectory
+from .units import check_temperature
+
+__all__ = ["ReferenceData"]
+
+
+@dataclass
+class ReferenceData:
+    """Equilibrium frames of one molecule at one temperature.
+
+    Attributes
+    ----------
+    xyz : (n_frames, n_atoms, 3) float32, nm
+    energies : (n_frames,) float64, kJ/mol potential energies of ``xyz``
+    temperature : float, K
+    time : (n_frames,) float64, ps
+    topology : mdtraj.Topology
+    metadata : dict of run settings (command, seed, integrator ...)
+    """
+
+    xyz: np.ndarray
+    energies: np.ndarray
+    temperature: float
+    time: np.ndarray
+    topology: mdtraj.Topology
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.xyz = np.asarray(self.xyz, dtype=np.float32)
+        self.energies = np.asarray(self.energies, dtype=np.float64)
+        self.time = np.asarray(self.time, dtype=np.float64)
+        check_temperature(self.temperature)
+        self.temperature = float(self.temperature)
+        n = len(self.xyz)
+        if self.xyz.ndim != 3 or self.xyz.shape[1:] != (self.topology.n_atoms, 3):
+            raise ValueError(f"xyz must have shape (n_frames, {self.topology.n_atoms}, 3), got {self.xyz.shape}")
+        if self.energies.shape != (n,) or self.time.shape != (n,):
+            raise ValueError(
+                f"energies and time must have shape ({n},), got {self.energies.shape} and {self.time.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+    def __repr__(self) -> str:
+        return f"ReferenceData(n_frames={len(self)}, temperature={self.temperature} K, n_atoms={self.topology.n_atoms})"
+
+    # ---------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write an mdtraj-readable HDF5 file atomically (refuses to overwrite by default)."""
+        meta = dict(self.metadata, temperature=self.temperature, kind="reference")
+        write_trajectory(path, TrajectoryFile(self.xyz, self.topology, self.time, self.energies, {}, meta),
+                         overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, system: Optional[MolecularSystem] = None) -> "ReferenceData":
+        """Read a file written by :meth:`save` or ``trade-md simulate``.
+
+        If ``system`` is given, the file's atoms must match it (else ValueError
+        saying what differs).
+        """
+        f = read_trajectory(path)
+        if system is not None:
+            check_same_molecule(system.topology, f.topology, what=str(path))
+        if "temperature" not in f.metadata:
+            raise ValueError(f"{path} has no temperature in its metadata")
+        if f.potential_energy is None:
+            raise ValueError(f"{path} has no potential energies")
+        meta = {k: v for k, v in f.metadata.items() if k not in ("temperature", "kind")}
+        return cls(f.xyz, f.potential_energy, f.metadata["temperature"], f.time, f.topology, meta)
+
+    def to_mdtraj(self) -> mdtraj.Trajectory:
+        """An ``mdtraj.Trajectory`` of the frames (time in ps)."""
+        return mdtraj.Trajectory(self.xyz, self.topology, time=self.time)
+
+    # ----------------------------------------------------------- selection
+    def select(self, index) -> "ReferenceData":
+        """Frames at ``index`` (integer array, slice or boolean mask)."""
+        return replace(self, xyz=self.xyz[index], energies=self.energies[index], time=self.time[index])
+
+    def subsample(self, stride: int) -> "ReferenceData":
+        """Every ``stride``-th frame."""
+        if int(stride) < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        return self.select(slice(None, None, int(stride)))
+
+    def split(self, fractions: Sequence[float], seed: int = 0, block_frames: int = 100) -> list["ReferenceData"]:
+        """Split into disjoint parts, deterministically.
+
+        MD frames are correlated, so contiguous blocks of ``block_frames``
+        frames are assigned to the parts at random (seeded), keeping time
+        order within each part.
+
+        Parameters
+        ----------
+        fractions : fractions of the blocks per part, positive, summing to 1.
+        seed : random seed of the block assignment.
+        block_frames : frames per block.
+        """
+        fr = np.asarray(fractions, dtype=float)
+        if fr.ndim != 1 or len(fr) < 1 or np.any(fr <= 0) or abs(fr.sum() - 1.0) > 1e-6:
+            raise ValueError(f"fractions must be positive and sum to 1, got {list(fractions)}")
+        n_blocks = int(np.ceil(len(self) / block_frames))
+        if n_blocks < len(fr):
+            raise ValueError(f"{len(self)} frames in {n_blocks} blocks cannot be split into {len(fr)} parts")
+        order = np.random.default_rng(seed).permutation(n_blocks)
+        bounds = np.round(np.cumsum(fr) * n_blocks).astype(int)
+        bounds[-1] = n_blocks
+        parts, start = [], 0
+        block_of_frame = np.arange(len(self)) // block_frames
+        for stop in bounds:
+            chosen = np.zeros(n_blocks, dtype=bool)
+            chosen[order[start:stop]] = True
+            parts.append(self.select(np.nonzero(chosen[block_of_frame])[0]))
+            start = stop
+        return parts
