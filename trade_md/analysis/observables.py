@@ -1,0 +1,166 @@
+"""Observables of molecular configurations: backbone torsions and basins.
+
+The only module of :mod:`trade_md.analysis` that imports mdtraj.  Angles are
+in radians on ``[-pi, pi)``; positions in nm.
+
+Basins of alanine dipeptide
+---------------------------
+:func:`assign_basins` labels every (phi, psi) pair with one of three regions
+(codes index :data:`BASINS`):
+
+==== ================ =====================================================
+code name             region (radians)
+==== ================ =====================================================
+0    ``C7eq/beta``    the rest of the left half: phi outside
+                      :data:`PHI_POSITIVE_RANGE` and psi outside
+                      :data:`ALPHA_R_PSI_RANGE` (C7eq near (-1.4, 1.2), C5/beta
+                      near (-2.6, 2.7), wrapping through psi = +-pi and phi = -pi)
+1    ``alpha_R``      phi outside :data:`PHI_POSITIVE_RANGE` and
+                      -2.2 <= psi < 1.0 (right-handed helix near (-1.4, -0.7))
+2    ``alpha_L/C7ax`` 0 <= phi < 2.1 (about 0 to 120 degrees), any psi
+                      (C7ax near (1.3, -1.2), alpha_L near (1.0, 0.7))
+==== ================ =====================================================
+
+The phi boundaries lie in the two low-density regions of the phi profile,
+the barrier at phi = 0 and the slope between C7ax and beta at phi = 2.1
+(120 degrees): samples with phi in [2.1, pi) are counted with the beta basin,
+which extends across phi = -pi, so phi > 0 alone would misplace them at high
+temperature.  The psi boundaries (-2.2 and 1.0, about -126 and 57 degrees) lie
+in the low-density bands between alpha_R and C7eq/beta.  ``F(alpha_L/C7ax) - F(C7eq/beta)`` is the usual
+free-energy difference reported for alanine dipeptide.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import mdtraj
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .metrics import ANGLE_TOLERANCE, wrap_angles
+
+__all__ = [
+    "BASINS",
+    "BASIN_C7EQ_BETA",
+    "BASIN_ALPHA_R",
+    "BASIN_ALPHA_L_C7AX",
+    "PHI_POSITIVE_RANGE",
+    "ALPHA_R_PSI_RANGE",
+    "backbone_torsions",
+    "ramachandran",
+    "assign_basins",
+]
+
+#: Basin names; ``BASINS[code]`` names an :func:`assign_basins` code.
+BASINS: Tuple[str, ...] = ("C7eq/beta", "alpha_R", "alpha_L/C7ax")
+BASIN_C7EQ_BETA: int = 0
+BASIN_ALPHA_R: int = 1
+BASIN_ALPHA_L_C7AX: int = 2
+
+#: ``[low, high)`` of phi (radians) of the alpha_L/C7ax basin.
+PHI_POSITIVE_RANGE: Tuple[float, float] = (0.0, 2.1)
+#: ``[low, high)`` of psi (radians) of the alpha_R basin (for phi outside PHI_POSITIVE_RANGE).
+ALPHA_R_PSI_RANGE: Tuple[float, float] = (-2.2, 1.0)
+
+
+def backbone_torsions(traj: mdtraj.Trajectory) -> Tuple[np.ndarray, np.ndarray]:
+    """Backbone phi and psi of every residue that has both.
+
+    phi of residue i is the dihedral C(i-1)-N(i)-CA(i)-C(i), psi is
+    N(i)-CA(i)-C(i)-N(i+1) (mdtraj's definitions, IUPAC sign).  For alanine
+    dipeptide (ACE-ALA-NME) only ALA has both, so the arrays have one column.
+
+    Parameters
+    ----------
+    traj : mdtraj.Trajectory
+        Frames of a peptide; positions in nm.
+
+    Returns
+    -------
+    phi, psi : np.ndarray, each shape (n_frames, n_residues_with_both), float64
+        Radians in ``[-pi, pi)``; columns in residue order.
+
+    Raises
+    ------
+    ValueError
+        If the trajectory has no frames or no residue has both phi and psi.
+    """
+    if not isinstance(traj, mdtraj.Trajectory):
+        raise TypeError(f"traj must be an mdtraj.Trajectory, got {type(traj).__name__}")
+    if traj.n_frames == 0:
+        raise ValueError("the trajectory has no frames")
+    phi_atoms, phi = mdtraj.compute_phi(traj)
+    psi_atoms, psi = mdtraj.compute_psi(traj)
+    # phi's N (column 1) and psi's N (column 0) belong to the residue the angle is assigned to.
+    phi_residues = [traj.topology.atom(int(i)).residue.index for i in phi_atoms[:, 1]]
+    psi_residues = [traj.topology.atom(int(i)).residue.index for i in psi_atoms[:, 0]]
+    both = sorted(set(phi_residues) & set(psi_residues))
+    if not both:
+        raise ValueError(
+            "the topology has no residue with both backbone phi and psi "
+            f"({len(phi_residues)} phi, {len(psi_residues)} psi found); is it a peptide "
+            "with standard backbone atom names (C, N, CA)?"
+        )
+    phi_column = {r: k for k, r in enumerate(phi_residues)}
+    psi_column = {r: k for k, r in enumerate(psi_residues)}
+    phi = phi[:, [phi_column[r] for r in both]]
+    psi = psi[:, [psi_column[r] for r in both]]
+    return wrap_angles(phi), wrap_angles(psi)
+
+
+def ramachandran(xyz: ArrayLike, topology: mdtraj.Topology) -> Tuple[np.ndarray, np.ndarray]:
+    """Backbone phi and psi of Cartesian frames; see :func:`backbone_torsions`.
+
+    Parameters
+    ----------
+    xyz : array_like, shape (B, n_atoms, 3), nm
+        Frames (e.g. flow samples); a single frame of shape (n_atoms, 3) is not accepted.
+    topology : mdtraj.Topology
+        Topology with ``n_atoms`` atoms, in the order of ``xyz``.
+
+    Returns
+    -------
+    phi, psi : np.ndarray, each shape (B, n_residues_with_both), radians in ``[-pi, pi)``.
+    """
+    if not isinstance(topology, mdtraj.Topology):
+        raise TypeError(f"topology must be an mdtraj.Topology, got {type(topology).__name__}")
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if xyz.ndim != 3 or xyz.shape[1:] != (topology.n_atoms, 3):
+        raise ValueError(f"xyz must have shape (B, {topology.n_atoms}, 3) in nm, got {xyz.shape}")
+    if xyz.shape[0] == 0:
+        raise ValueError("xyz has no frames")
+    if not np.all(np.isfinite(xyz)):
+        raise ValueError("xyz contains NaN or inf")
+    return backbone_torsions(mdtraj.Trajectory(xyz, topology))
+
+
+def assign_basins(phi: ArrayLike, psi: ArrayLike) -> np.ndarray:
+    """Alanine-dipeptide basin code of every (phi, psi) pair (see the module docstring).
+
+    Parameters
+    ----------
+    phi, psi : array_like, same shape (any), radians in [-pi, pi]
+
+    Returns
+    -------
+    np.ndarray of int64, same shape
+        :data:`BASIN_C7EQ_BETA` (0), :data:`BASIN_ALPHA_R` (1) or
+        :data:`BASIN_ALPHA_L_C7AX` (2); names in :data:`BASINS`.
+    """
+    phi = np.asarray(phi, dtype=np.float64)
+    psi = np.asarray(psi, dtype=np.float64)
+    if phi.shape != psi.shape:
+        raise ValueError(f"phi has shape {phi.shape} but psi has shape {psi.shape}; they must match")
+    if phi.size == 0:
+        raise ValueError("phi and psi are empty")
+    for name, angles in (("phi", phi), ("psi", psi)):
+        if not np.all(np.isfinite(angles)):
+            raise ValueError(f"{name} contains NaN or inf")
+        if np.max(np.abs(angles)) > np.pi + ANGLE_TOLERANCE:
+            raise ValueError(f"{name} must be in radians within [-pi, pi] (degrees passed by mistake?)")
+    phi, psi = wrap_angles(phi), wrap_angles(psi)
+    codes = np.full(phi.shape, BASIN_C7EQ_BETA, dtype=np.int64)
+    alpha_r = (psi >= ALPHA_R_PSI_RANGE[0]) & (psi < ALPHA_R_PSI_RANGE[1])
+    codes[alpha_r] = BASIN_ALPHA_R
+    codes[(phi >= PHI_POSITIVE_RANGE[0]) & (phi < PHI_POSITIVE_RANGE[1])] = BASIN_ALPHA_L_C7AX
+    return codes
