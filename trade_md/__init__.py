@@ -5,10 +5,26 @@ Units follow OpenMM: nm, ps, K, kJ/mol, radians.
 __version__ = "0.1.0"
 
 from . import units
+from .coordinates import InternalCoordinates, ZMatrix
+from .data import ReferenceData
+from .energy import OpenMMEnergy
+from .flows import ConditionalFlow, FlowConfig
+from .generator import BoltzmannGenerator, Samples
+from .simulate import parallel_tempering, simulate
 from .system import MolecularSystem
 
 __all__ = [
     "__version__",
     "units",
     "MolecularSystem",
+    "OpenMMEnergy",
+    "ReferenceData",
+    "simulate",
+    "parallel_tempering",
+    "ZMatrix",
+    "InternalCoordinates",
+    "FlowConfig",
+    "ConditionalFlow",
+    "BoltzmannGenerator",
+    "Samples",
 ]

@@ -66,6 +66,58 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from .generator import BoltzmannGenerator
+
+    torch.set_num_threads(args.threads)
+    model = BoltzmannGenerator.load(args.model)
+    temps = args.temperature
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; refusing to overwrite it (use --overwrite)")
+    if len(temps) == 1:
+        temperature = temps[0]
+    else:  # one sample set with per-sample temperatures, n per temperature
+        temperature = np.repeat(np.asarray(temps, dtype=float), args.n)
+    n = args.n * len(temps)
+    torch.manual_seed(args.seed)
+    samples = model.sample(n, temperature, batch_size=args.batch_size, energies=not args.no_energies,
+                           progress=True)
+    samples.save(out, overwrite=args.overwrite)
+    msg = f"{out}: {len(samples)} samples at {', '.join(f'{t:g}' for t in temps)} K"
+    if samples.log_weights is not None:
+        msg += f"; relative ESS {samples.relative_ess():.3%}"
+    print(msg)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import torch
+
+    from .analysis.evaluate import evaluate
+    from .data import ReferenceData
+    from .generator import BoltzmannGenerator, Samples
+
+    torch.set_num_threads(args.threads)
+    model = BoltzmannGenerator.load(args.model) if args.model else None
+    system = model.system if model is not None else None
+    samples = []
+    for path in args.samples:
+        s = Samples.load(path, system=system)
+        for t in sorted(set(s.temperature.tolist())):  # split mixed-temperature files
+            samples.append(s.select(s.temperature == t))
+    references = {}
+    for path in args.reference:
+        r = ReferenceData.load(path, system=system)
+        references[r.temperature] = r
+    result = evaluate(samples, references, args.out, model=model, training_temperature=args.training_temperature)
+    print(f"wrote {result.files.report_md} and {result.files.metrics_json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trade-md", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--platform", help="OpenMM platform (default: automatic)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("sample", help="draw Boltzmann samples from a trained model")
+    p.add_argument("--model", required=True, help="model file written by training (.pt)")
+    p.add_argument("--temperature", type=_temperature_list, required=True,
+                   help="temperature in K, or a comma-separated list (n samples at each)")
+    p.add_argument("--n", type=int, default=10000, help="samples per temperature")
+    p.add_argument("--out", required=True, help="output HDF5 file (mdtraj-readable)")
+    p.add_argument("--batch-size", type=int, default=4096, help="samples per batch (bounds memory)")
+    p.add_argument("--no-energies", action="store_true", help="skip OpenMM energies and importance weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("evaluate", help="compare samples with MD: report.md, metrics.json, PNGs")
+    p.add_argument("--samples", nargs="+", required=True, help="sample files from 'trade-md sample'")
+    p.add_argument("--reference", nargs="+", required=True, help="MD reference files, one per temperature")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--model", help="model file, to report the NLL of the MD frames")
+    p.add_argument("--training-temperature", type=float, help="marked in the plots (K)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 
