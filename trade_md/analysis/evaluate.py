@@ -173,8 +173,7 @@ def _figures(out: Path, s: Samples, ref: ReferenceData, t: float) -> dict:
     figs = {
         f"Ramachandran {t:g} K": plots.plot_ramachandran(
             out / f"ramachandran_{tag}.png", s_phi[:, 0], s_psi[:, 0], r_phi[:, 0], r_psi[:, 0],
-            sample_weights=w, labels=("model (reweighted)" if w is not None else "model", "MD"),
-            title=f"{t:g} K"),
+            sample_weights=w, labels=("model", "MD"), title=f"{t:g} K"),
         f"phi marginal {t:g} K": plots.plot_phi_marginal(
             out / f"phi_{tag}.png", s_phi[:, 0], r_phi[:, 0], sample_weights=w, title=f"{t:g} K"),
     }
