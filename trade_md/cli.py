@@ -118,6 +118,33 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from .workflow import run_workflow
+
+    run_workflow(args.workflow, out_dir=args.out)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import yaml
+
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(f"configuration file not found: {args.config}")
+    sections = yaml.safe_load(Path(args.config).read_text()) or {}
+    if isinstance(sections, dict) and ("system" in sections or "data" in sections):
+        from .workflow import run_workflow  # a molecular workflow: its stages resume by themselves
+
+        run_workflow(args.config, out_dir=args.out)
+        return 0
+    from .train import train_from_config
+
+    result = train_from_config(args.config, resume=args.resume, out_dir=args.out)
+    print(f"trained {result.step} steps; best step {result.best_step} (validation {result.best_validation:.4g})")
+    for m in result.metrics:
+        print(m)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trade-md", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-temperature", type=float, help="marked in the plots (K)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train", help="train from a YAML configuration (toy problem or molecular workflow)")
+    p.add_argument("--config", required=True, help="YAML configuration (unknown keys are errors)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--out", help="output folder (default: from the configuration)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="run or resume a complete workflow (simulate/train/sample/evaluate)")
+    p.add_argument("workflow", help="workflow YAML file, e.g. workflows/ala2_quick.yaml")
+    p.add_argument("--out", help="output folder (default: out_dir of the workflow)")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 
@@ -169,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:  # ConfigError is a ValueError
         print(f"trade-md {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -10,4 +10,4 @@ trade-md simulate --system alanine-dipeptide --temperature 600 --nanoseconds 100
 trade-md simulate --system alanine-dipeptide --temperatures 300,370,450,530,600,700,830,1000 \
     --nanoseconds 20 --seed 2 --out runs/ala2_pt.h5
 cp runs/ala2_600K.h5 data/ala2_600K.h5
-for t in 300 450 700 1000; do cp "runs/ala2_pt_${t}K.h5" "data/ala2_pt_${t}K.h5"; done
+for t in 300 450 600 700 1000; do cp "runs/ala2_pt_${t}K.h5" "data/ala2_pt_${t}K.h5"; done

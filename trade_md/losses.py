@@ -1,0 +1,662 @@
+"""Losses of TRADE and of the baselines it is compared with.
+
+Pure functions of a conditional model (anything with ``log_prob(x, c)`` and
+``sample(n, c)``: a :class:`~trade_md.flows.ConditionedFlow`, a Boltzmann
+generator) and a :class:`~trade_md.targets.Target`, plus one small state object,
+:class:`ConditionGrid`, for the grid mode of the gradient loss. Only the batch
+dimension of ``x`` is assumed; conditions are scalars or ``(B,)``.
+
+The TRADE gradient loss regresses the model's condition derivative
+``g = d/dc log p_theta(x|c)`` (autograd, ``create_graph=True``) onto
+``t = d/dc log q(x|c) - E_c[d/dc log q]``, with ``E_c`` estimated by
+self-normalized importance sampling (SNIS) from model samples at ``c``.
+Both ``g`` and ``t`` are multiplied by ``c`` in :func:`scale_to_log_condition`
+(one place), which makes them derivatives w.r.t. ``log c``; for temperature
+``T dlogq/dT = U / (k_B T)``, so clips are in units of ``k_B T``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import units
+from .targets import BoltzmannTarget, PowerTarget, Target, as_condition
+
+__all__ = [
+    "GradientLossConfig",
+    "SNISEstimate",
+    "GradientLoss",
+    "ConditionGrid",
+    "nll",
+    "reverse_kl",
+    "snis",
+    "snis_at_conditions",
+    "condition_derivative",
+    "scale_to_log_condition",
+    "soft_clip",
+    "gradient_loss",
+    "evaluation_points",
+    "log_uniform_conditions",
+    "reweighted_nll",
+    "ReweightedNLL",
+    "grid_gradient_loss",
+    "continuous_gradient_loss",
+    "model_like",
+    "energy_free_target",
+    "PENALTIES",
+    "EVALUATION_POINTS",
+]
+
+#: Robust penalties of the gradient regression.
+PENALTIES: tuple[str, ...] = ("huber", "mse")
+#: Where the gradient loss is evaluated: model samples at c, at c0, or (noised) data at c0.
+EVALUATION_POINTS: tuple[str, ...] = ("samples_c", "samples_c0", "data")
+
+
+@dataclass
+class GradientLossConfig:
+    """Settings of the TRADE gradient regression.
+
+    Parameters
+    ----------
+    penalty : {"huber", "mse"}
+        Penalty of the residual ``c g - c t`` (MSE is ``r^2 / 2``, Huber's quadratic part).
+    huber_delta : float
+        Huber transition, in units of the scaled target (``k_B T`` for temperature).
+    target_clip : float
+        Scaled, centred targets are soft-clipped to ``+-target_clip`` (see
+        :func:`soft_clip`): flow samples that clash give energies of thousands
+        of ``k_B T``.
+    loss_clip : float
+        Per-sample penalties are soft-clipped to ``loss_clip`` the same way.
+    evaluation_points : {"samples_c", "samples_c0", "data"}
+        Model samples at the condition of each batch element, model samples at
+        the reference ``c0``, or training data (at ``c0``).
+    evaluation_noise : float
+        Standard deviation of Gaussian noise added to the evaluation points
+        (units of ``x``; 0 for none).
+    """
+
+    penalty: str = "huber"
+    huber_delta: float = 5.0
+    target_clip: float = 30.0
+    loss_clip: float = 100.0
+    evaluation_points: str = "samples_c"
+    evaluation_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        if self.evaluation_points not in EVALUATION_POINTS:
+            raise ValueError(f"evaluation_points must be one of {EVALUATION_POINTS}, got {self.evaluation_points!r}")
+        for name in ("huber_delta", "target_clip", "loss_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.evaluation_noise >= 0:
+            raise ValueError(f"evaluation_noise must be >= 0, got {self.evaluation_noise!r}")
+
+
+def model_like(model) -> Tensor:
+    """An empty tensor with the model's floating dtype and device (default dtype, CPU if none)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.new_empty(0)
+    return torch.empty(0)
+
+
+# ----------------------------------------------------------------------- boundary
+
+
+def _mean_finite(values: Tensor) -> Tensor:
+    """Mean over the finite entries of a (B,) tensor (NaN if none)."""
+    finite = torch.isfinite(values)
+    return torch.where(finite, values, torch.zeros_like(values)).sum() / finite.sum()
+
+
+def nll(model, x: Tensor, c) -> Tensor:
+    """Negative log-likelihood ``-mean log p_theta(x|c)`` of data.
+
+    Parameters
+    ----------
+    model : conditional model
+    x : (B, ...) tensor
+        Data, e.g. MD frames.
+    c : float or (B,) tensor
+        Condition of every frame (several boundary conditions: concatenate
+        their data and pass the per-frame conditions).
+
+    Returns
+    -------
+    0-d tensor
+        Mean over the rows with a finite log-density (rows outside the model's
+        domain are dropped rather than making the loss infinite).
+    """
+    c = as_condition(c, x)
+    return -_mean_finite(model.log_prob(x, c))
+
+
+def reverse_kl(model, target: Target, n: int, c) -> Tensor:
+    """Backward KL up to ``log Z``: ``E_{x~p_theta(.|c)}[log p_theta(x|c) - log q(x|c)]``.
+
+    Data-free boundary term; needs ``target.log_q`` differentiable in ``x``
+    (forces). Samples with a non-finite ``log q`` (an infinite or NaN energy)
+    are dropped; finite but huge energies are penalized as they should be.
+
+    Parameters
+    ----------
+    n : int
+        Number of reparametrized model samples.
+    c : float or (n,) tensor
+        Condition(s).
+
+    Returns
+    -------
+    0-d tensor
+    """
+    x, log_p = model.sample(n, c)
+    return _mean_finite(log_p - target.log_q(x, as_condition(c, x)))
+
+
+@dataclass(frozen=True)
+class ReweightedNLL:
+    """Result of :func:`reweighted_nll`: ``loss`` (0-d) and the relative ``ess`` (M,)."""
+
+    loss: Tensor
+    ess: Tensor
+
+
+def reweighted_nll(model, target: Target, proposal: Tensor, proposal_log_p: Tensor, c: Tensor) -> ReweightedNLL:
+    """Reweighting baseline: NLL at ``c`` of samples from the model at ``c0``.
+
+    With ``x_i ~ p_theta(.|c0)`` and self-normalized weights
+    ``w_i ~ q(x_i|c) / p_theta(x_i|c0)``, the loss is
+    ``-sum_i w_i log p_theta(x_i|c)`` for each condition, averaged over
+    conditions. Weights are detached.
+
+    Parameters
+    ----------
+    proposal : (S, ...) tensor
+        Detached model samples at ``c0``.
+    proposal_log_p : (S,) tensor
+        Their log-density ``log p_theta(x|c0)``.
+    c : (M,) tensor
+        Conditions to train at.
+
+    Returns
+    -------
+    ReweightedNLL
+    """
+    m, s = c.shape[0], proposal.shape[0]
+    x = proposal.repeat_interleave(m, 0)
+    cond = c.repeat(s)
+    with torch.no_grad():
+        log_q = target.log_q(x, cond)
+    log_w = (log_q - proposal_log_p.detach().repeat_interleave(m, 0)).reshape(s, m).T
+    log_p = model.log_prob(x, cond).reshape(s, m).T
+    finite = torch.isfinite(log_p)
+    weights = _normalized_weights(log_w) * finite
+    per_condition = -(weights * torch.where(finite, log_p, torch.zeros_like(log_p))).sum(-1)
+    return ReweightedNLL(loss=per_condition.mean(), ess=snis(log_w, log_p.detach()).ess)
+
+
+# ---------------------------------------------------------------------------- SNIS
+
+
+@dataclass(frozen=True)
+class SNISEstimate:
+    """Self-normalized importance-sampling estimate along the last dimension.
+
+    Attributes
+    ----------
+    mean : (...) tensor
+        ``sum_i w_i f_i / sum_i w_i``; NaN where no sample is usable.
+    stderr : (...) tensor
+        Delta-method standard error ``sqrt(sum_i w_i^2 (f_i - mean)^2) / sum_i w_i``.
+    ess : (...) tensor
+        Relative effective sample size ``(sum w)^2 / (N sum w^2)`` in ``[0, 1]``.
+    """
+
+    mean: Tensor
+    stderr: Tensor
+    ess: Tensor
+
+
+def _normalized_weights(log_w: Tensor) -> Tensor:
+    """Self-normalized weights along the last dim; non-finite log-weights get weight 0."""
+    log_w = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -math.inf))
+    shift = log_w.max(-1, keepdim=True).values
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    w = torch.exp(log_w - shift)
+    return w / w.sum(-1, keepdim=True)
+
+
+def snis(log_weights: Tensor, values: Tensor) -> SNISEstimate:
+    """SNIS estimate of ``E[f]`` from log-weights and values, along the last dimension.
+
+    Parameters
+    ----------
+    log_weights : (..., N) tensor
+        ``log q(x_i) - log p(x_i)`` for proposal samples ``x_i ~ p``.
+    values : (..., N) tensor
+        ``f(x_i)``.
+
+    Samples with a non-finite log-weight or value are dropped (weight 0).
+    """
+    if log_weights.shape != values.shape:
+        raise ValueError(
+            f"log_weights {tuple(log_weights.shape)} and values {tuple(values.shape)} must have the same shape"
+        )
+    usable = torch.isfinite(log_weights) & torch.isfinite(values)
+    log_w = torch.where(usable, log_weights, torch.full_like(log_weights, -math.inf))
+    w = _normalized_weights(log_w)
+    f = torch.where(usable, values, torch.zeros_like(values))
+    mean = (w * f).sum(-1)
+    stderr = torch.sqrt((w**2 * (f - mean[..., None]) ** 2).sum(-1))
+    ess = 1.0 / (w**2).sum(-1) / values.shape[-1]
+    none = ~usable.any(-1)
+    nan = torch.full_like(mean, math.nan)
+    return SNISEstimate(
+        mean=torch.where(none, nan, mean),
+        stderr=torch.where(none, nan, stderr),
+        ess=torch.where(none, torch.zeros_like(ess), ess),
+    )
+
+
+def snis_at_conditions(model, target: Target, conditions: Tensor, n: int) -> tuple[Tensor, Tensor, SNISEstimate]:
+    """Estimate ``E_c[d/dc log q]`` at each condition from ``n`` model samples there.
+
+    Parameters
+    ----------
+    conditions : (M,) tensor
+    n : int
+        Samples per condition.
+
+    Returns
+    -------
+    x : (M * n, ...) tensor
+        The detached samples, condition-major (rows ``m*n .. m*n+n-1`` belong to ``conditions[m]``).
+    c : (M * n,) tensor
+        Their conditions.
+    estimate : SNISEstimate
+        Fields of shape (M,).
+    """
+    c = conditions.repeat_interleave(n)
+    with torch.no_grad():
+        x, log_p = model.sample(c.shape[0], c)
+        terms = target.evaluate(x, c)
+    m = conditions.shape[0]
+    estimate = snis((terms.log_q - log_p).reshape(m, n), terms.dlogq_dc.reshape(m, n))
+    return x.detach(), c, estimate
+
+
+# ------------------------------------------------------------------ gradient loss
+
+
+def condition_derivative(model, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """``d/dc log p_theta(x|c)`` per sample, by autograd with ``create_graph=True``.
+
+    Parameters
+    ----------
+    x : (B, ...) tensor
+    c : (B,) tensor
+        Conditions (detached copies are differentiated).
+
+    Returns
+    -------
+    log_p : (B,) tensor
+        ``log p_theta(x|c)``.
+    dlogp_dc : (B,) tensor
+        Its derivative w.r.t. ``c`` (differentiable w.r.t. the parameters).
+    """
+    c = as_condition(c, x).detach().clone().requires_grad_(True)
+    log_p = model.log_prob(x, c)
+    (dlogp_dc,) = torch.autograd.grad(log_p.sum(), c, create_graph=True)
+    return log_p, dlogp_dc
+
+
+def scale_to_log_condition(c: Tensor, derivative: Tensor) -> Tensor:
+    """``c * d/dc = d/dlog c``: the one scaling applied to model and target derivatives."""
+    return c * derivative
+
+
+def soft_clip(values: Tensor, limit: float) -> Tensor:
+    """Smooth clip ``v / (1 + |v / limit|^8)^(1/8)``: bounded by ``+-limit``.
+
+    Nearly the identity below ``limit / 2`` (relative change < 0.05 %, unlike
+    ``tanh``, which shrinks ``limit / 6`` by 1 %), saturating above ``limit``.
+    Computed in log space so that huge values do not overflow.
+    """
+    # clamp: a finite log at 0 keeps the gradient there finite (it is 1)
+    log_ratio = torch.log(values.abs().clamp_min(torch.finfo(values.dtype).tiny) / limit)
+    return values * torch.exp(-torch.nn.functional.softplus(8.0 * log_ratio) / 8.0)
+
+
+@dataclass(frozen=True)
+class GradientLoss:
+    """Result of :func:`gradient_loss`.
+
+    Attributes
+    ----------
+    loss : 0-d tensor
+        Weighted mean of the per-sample penalties over valid samples (differentiable).
+    per_sample : (B,) tensor
+        Detached per-sample penalties (0 where invalid).
+    valid : (B,) bool tensor
+        Samples with finite model and target derivatives.
+    """
+
+    loss: Tensor
+    per_sample: Tensor
+    valid: Tensor
+
+
+def gradient_loss(
+    model,
+    target: Target,
+    x: Tensor,
+    c: Tensor,
+    expectation: Tensor,
+    config: GradientLossConfig,
+    weights: Optional[Tensor] = None,
+) -> GradientLoss:
+    """The TRADE gradient loss at evaluation points ``x`` and conditions ``c``.
+
+    Parameters
+    ----------
+    model : conditional model
+    target : Target
+    x : (B, ...) tensor
+        Detached evaluation points.
+    c : (B,) tensor
+        Conditions.
+    expectation : (B,) tensor
+        ``E_hat_c[d/dc log q]`` at each sample's condition (detached; from SNIS).
+    config : GradientLossConfig
+    weights : (B,) tensor, optional
+        Per-sample weights (causality weights).
+
+    Returns
+    -------
+    GradientLoss
+    """
+    c = as_condition(c, x)
+    if tuple(expectation.shape) != (x.shape[0],):
+        raise ValueError(f"expectation must have shape ({x.shape[0]},), got {tuple(expectation.shape)}")
+    with torch.no_grad():
+        t = scale_to_log_condition(c, target.dlogq_dc(x, c) - expectation)
+        finite_t = torch.isfinite(t)  # before clipping: tanh would turn an infinite energy into the clip value
+        t = soft_clip(t, config.target_clip)
+    log_p, g = condition_derivative(model, x, c)
+    valid = finite_t & torch.isfinite(g) & torch.isfinite(log_p)
+    residual = scale_to_log_condition(c, torch.where(valid, g, torch.zeros_like(g))) - torch.where(
+        valid, t, torch.zeros_like(t)
+    )
+    if config.penalty == "huber":
+        penalty = torch.nn.functional.huber_loss(
+            residual, torch.zeros_like(residual), reduction="none", delta=config.huber_delta
+        )
+    else:
+        penalty = 0.5 * residual**2
+    penalty = soft_clip(penalty, config.loss_clip) * valid
+    w = penalty.new_ones(penalty.shape) if weights is None else weights
+    loss = (w * penalty).sum() / valid.sum().clamp_min(1)
+    return GradientLoss(loss=loss, per_sample=penalty.detach(), valid=valid)
+
+
+def evaluation_points(
+    source: str,
+    model,
+    c: Tensor,
+    reference: float,
+    data: Optional[Tensor] = None,
+    noise: float = 0.0,
+) -> Tensor:
+    """Detached points where the gradient loss is evaluated, one per condition.
+
+    Parameters
+    ----------
+    source : {"samples_c", "samples_c0", "data"}
+    model : conditional model
+    c : (B,) tensor
+        Conditions of the batch.
+    reference : float
+        ``c0``.
+    data : (N, ...) tensor, optional
+        Training data, required for ``"data"``; rows are drawn uniformly.
+    noise : float
+        Standard deviation of added Gaussian noise.
+
+    Returns
+    -------
+    (B, ...) tensor
+    """
+    batch = c.shape[0]
+    with torch.no_grad():
+        if source == "samples_c":
+            x = model.sample(batch, c)[0]
+        elif source == "samples_c0":
+            x = model.sample(batch, torch.full_like(c, reference))[0]
+        elif source == "data":
+            if data is None:
+                raise ValueError("evaluation_points='data' needs training data")
+            x = data[torch.randint(data.shape[0], (batch,), device=data.device)]
+        else:
+            raise ValueError(f"unknown evaluation_points {source!r}; use one of {EVALUATION_POINTS}")
+        if noise > 0:
+            x = x + noise * torch.randn_like(x)
+    return x.detach()
+
+
+def log_uniform_conditions(low: float, high: float, m: int, like: Tensor) -> Tensor:
+    """``m`` conditions drawn log-uniformly from ``[low, high]`` (global torch RNG), ``(m,)``."""
+    if not 0 < low <= high:
+        raise ValueError(f"need 0 < low <= high, got ({low}, {high})")
+    u = torch.rand(m, dtype=like.dtype, device=like.device)
+    return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+
+
+def energy_free_target(model, reference: float, condition: str) -> Target:
+    """Energy-free variant: the model's own density at ``c0`` stands in for ``q``.
+
+    For temperature, ``log q(x|T0) ~ log p_theta(x|T0)`` gives the energy
+    ``U(x) = -k_B T0 log p_theta(x|T0)`` (up to a constant, which cancels after
+    centring), so the result is a :class:`BoltzmannTarget` and its derivative
+    goes through :func:`trade_md.units.dlogq_dT` like every other path. For a
+    power ``beta``, ``s(x) = log p_theta(x|beta0) / beta0`` (the whole
+    log-density is assumed tempered). The model density is evaluated without
+    gradients, at the model's current parameters.
+
+    Parameters
+    ----------
+    model : conditional model
+    reference : float
+        ``c0``: ``T0`` in K or ``beta0``.
+    condition : {"temperature", "beta"}
+    """
+
+    def model_log_density(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model.log_prob(x, as_condition(reference, x))
+
+    if condition == "temperature":
+        return BoltzmannTarget(lambda x: -units.KB * reference * model_log_density(x))
+    if condition == "beta":
+        return PowerTarget(lambda x: model_log_density(x) / reference)
+    raise ValueError(f"condition must be 'temperature' or 'beta', got {condition!r}")
+
+
+# --------------------------------------------------------------------- grid state
+
+
+class ConditionGrid:
+    """State of the grid mode: conditions, SNIS table, running losses, causality weights.
+
+    The grid is log-spaced over ``[low, high]``. For every point it keeps an
+    exponential moving average of the SNIS estimate of ``E_c[d/dc log q]``
+    (refreshed every few steps), its last relative ESS, and an exponential
+    moving average of the gradient loss there. Causality weights are
+    ``exp(-epsilon * sum of the running losses of the points strictly between
+    c0 and the point)``, so far conditions are fitted after near ones.
+
+    Parameters
+    ----------
+    low, high : float
+        Range of the condition, ``0 < low < high``.
+    reference : float
+        ``c0``, the condition of the boundary data.
+    size : int
+        Number of grid points (>= 2).
+    ema : float
+        Memory of the moving averages in ``[0, 1)`` (0: latest value only).
+    causality_eps : float
+        ``epsilon`` of the causality weights (0 disables them).
+    """
+
+    def __init__(self, low: float, high: float, reference: float, size: int, ema: float, causality_eps: float) -> None:
+        if not 0 < low < high:
+            raise ValueError(f"need 0 < low < high, got ({low}, {high})")
+        if int(size) != size or size < 2:
+            raise ValueError(f"size must be an integer >= 2, got {size!r}")
+        if not 0 <= ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {ema!r}")
+        if not causality_eps >= 0:
+            raise ValueError(f"causality_eps must be >= 0, got {causality_eps!r}")
+        self.reference = float(reference)
+        self.ema = float(ema)
+        self.causality_eps = float(causality_eps)
+        self.conditions = torch.logspace(math.log10(low), math.log10(high), int(size), dtype=torch.float64)
+        self.expectation = torch.full((int(size),), math.nan, dtype=torch.float64)
+        self.ess = torch.zeros(int(size), dtype=torch.float64)
+        self.running_loss = torch.full((int(size),), math.nan, dtype=torch.float64)
+
+    @property
+    def size(self) -> int:
+        """Number of grid points K."""
+        return self.conditions.shape[0]
+
+    def active(self, low: float, high: float) -> Tensor:
+        """Bool mask (K,) of the grid points inside the current range ``[low, high]``."""
+        tol = 1e-9
+        return (self.conditions >= low * (1 - tol)) & (self.conditions <= high * (1 + tol))
+
+    def refresh(self, model, target: Target, points: Tensor, n: int) -> None:
+        """Update the SNIS table at the grid points with indices ``points`` from ``n`` samples each."""
+        if points.numel() == 0:
+            return
+        like = model_like(model)
+        conditions = self.conditions[points].to(like)
+        _, _, estimate = snis_at_conditions(model, target, conditions, n)
+        new = estimate.mean.detach().to(torch.float64).cpu()
+        old = self.expectation[points]
+        fresh = torch.isnan(old)
+        blended = torch.where(fresh, new, self.ema * old + (1 - self.ema) * new)
+        # keep the old value where the new estimate failed (no usable sample)
+        self.expectation[points] = torch.where(torch.isfinite(new), blended, old)
+        self.ess[points] = estimate.ess.detach().to(torch.float64).cpu()
+
+    def record_losses(self, index: Tensor, per_sample: Tensor, valid: Tensor) -> None:
+        """Fold this step's per-sample losses into the running loss of each grid point."""
+        index, per_sample, valid = index.cpu(), per_sample.detach().to(torch.float64).cpu(), valid.cpu()
+        for k in torch.unique(index[valid]).tolist():
+            mean = per_sample[(index == k) & valid].mean()
+            old = self.running_loss[k]
+            self.running_loss[k] = mean if torch.isnan(old) else self.ema * old + (1 - self.ema) * mean
+
+    def causality_weights(self) -> Tensor:
+        """Weights (K,) ``exp(-eps * sum of running losses strictly between c0 and each point)``."""
+        distance = torch.log(self.conditions / self.reference)
+        losses = torch.nan_to_num(self.running_loss, nan=0.0)
+        weights = torch.ones(self.size, dtype=torch.float64)
+        for k in range(self.size):
+            between = (torch.sign(distance) == torch.sign(distance[k])) & (distance.abs() < distance[k].abs())
+            weights[k] = math.exp(-self.causality_eps * float(losses[between].sum()))
+        return weights
+
+    def state_dict(self) -> dict:
+        """The table, ESS and running losses (float64 CPU tensors) for checkpoints."""
+        return {
+            "conditions": self.conditions.clone(),
+            "expectation": self.expectation.clone(),
+            "ess": self.ess.clone(),
+            "running_loss": self.running_loss.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output; the grid's conditions must match."""
+        if not torch.allclose(state["conditions"], self.conditions):
+            raise ValueError("the saved grid has different conditions than this one")
+        self.expectation = state["expectation"].clone()
+        self.ess = state["ess"].clone()
+        self.running_loss = state["running_loss"].clone()
+
+
+def grid_gradient_loss(
+    model,
+    target: Target,
+    grid: ConditionGrid,
+    active: Tensor,
+    batch: int,
+    config: GradientLossConfig,
+    data: Optional[Tensor] = None,
+) -> GradientLoss:
+    """One grid-mode gradient-loss evaluation (the SNIS table must be filled).
+
+    Each of the ``batch`` elements draws an active grid point uniformly; its
+    expectation comes from the table and its weight is the point's causality
+    weight. The running losses of the grid are updated.
+
+    Parameters
+    ----------
+    active : (K,) bool tensor
+        Grid points inside the current range (at least one).
+    """
+    like = model_like(model)
+    candidates = torch.nonzero(active).flatten()
+    index = candidates[torch.randint(candidates.numel(), (batch,))]
+    c = grid.conditions[index].to(like)
+    x = evaluation_points(config.evaluation_points, model, c, grid.reference, data, config.evaluation_noise)
+    expectation = grid.expectation[index].to(c)
+    weights = grid.causality_weights()[index].to(c)
+    result = gradient_loss(model, target, x, c, expectation, config, weights)
+    grid.record_losses(index, result.per_sample, result.valid)
+    return result
+
+
+def continuous_gradient_loss(
+    model,
+    target: Target,
+    conditions: Tensor,
+    snis_samples: int,
+    batch: int,
+    config: GradientLossConfig,
+    reference: float,
+    data: Optional[Tensor] = None,
+) -> tuple[GradientLoss, SNISEstimate]:
+    """One continuous-mode gradient-loss evaluation with fresh SNIS expectations.
+
+    ``batch`` evaluation points are spread evenly over ``conditions`` (M,);
+    the expectation at each is estimated from ``snis_samples`` new model samples.
+    With ``evaluation_points="samples_c"`` the first of those samples are
+    reused as evaluation points.
+
+    Returns
+    -------
+    (GradientLoss, SNISEstimate with fields (M,))
+    """
+    m = conditions.shape[0]
+    per = max(1, batch // m)
+    samples, _, estimate = snis_at_conditions(model, target, conditions, max(snis_samples, per))
+    c = conditions.repeat_interleave(per)
+    if config.evaluation_points == "samples_c":
+        x = samples.reshape(m, -1, *samples.shape[1:])[:, :per].reshape(m * per, *samples.shape[1:])
+        if config.evaluation_noise > 0:
+            x = x + config.evaluation_noise * torch.randn_like(x)
+    else:
+        x = evaluation_points(config.evaluation_points, model, c, reference, data, config.evaluation_noise)
+    result = gradient_loss(model, target, x, c, estimate.mean.repeat_interleave(per), config)
+    return result, estimate
