@@ -39,6 +39,11 @@ def test_sample_then_evaluate_writes_every_file(files):
     for key in ("js", "js_floor", "kl_md_model", "relative_ess", "nll_md", "energy_w1_model"):
         assert key in metrics["600 K"]
     assert 0 <= metrics["600 K"]["js"] <= np.log(2) + 1e-12
+    # NLL of the MD frames is minus the mean model log-density (lower is better)
+    model = BoltzmannGenerator.load(d / "m.pt")
+    ref = ReferenceData.load(d / "md_600.h5")
+    expected = -float(model.log_prob(torch.as_tensor(ref.xyz, dtype=torch.float64), 600.0).mean())
+    assert metrics["600 K"]["nll_md"]["value"] == pytest.approx(expected, rel=1e-5)
     pngs = ["ramachandran_600K.png", "phi_600K.png", "energies_600K.png", "ramachandran_450K.png",
             "metrics_vs_temperature.png"]
     for name in pngs:

@@ -108,7 +108,7 @@ def temperature_metrics(samples: Samples, reference: ReferenceData,
             p = next(model.parameters())
             lps = [model.log_prob(torch.as_tensor(reference.xyz[i:i + 2048], dtype=p.dtype, device=p.device),
                                   reference.temperature).cpu().numpy() for i in range(0, len(reference), 2048)]
-        nll = M.nll(-np.concatenate(lps), block_size=block)
+        nll = M.nll(np.concatenate(lps), block_size=block)  # takes log p, returns mean -log p
         out["nll_md"] = {"value": nll.mean, "stderr": nll.stderr}
     return out
 
