@@ -141,7 +141,8 @@ def main() -> None:
                      f"| {m.get('kl_md_model_reweighted', float('nan')):.3f} | {m.get('relative_ess', float('nan')):.2%} "
                      f"| {fmt(m.get('dF_alphaL_reweighted'))} | {fmt(m['dF_alphaL_md'])} |")
     lines.append("")
-    lines.append(f"Cost at 300 K: plain MD needs about {cost['needed_ns_for_0.2kT']:.0f} ns "
+    bound = "at least " if cost["visits_lower_bound_only"] else "about "
+    lines.append(f"Cost at 300 K: plain MD needs {bound}{cost['needed_ns_for_0.2kT']:.0f} ns "
                  f"({cost['md_cpu_hours_for_0.2kT']:.1f} CPU hours at {cost['ns_per_cpu_day']:.0f} ns/day; "
                  f"{cost['alphaL_visits']} alpha_L visits in {cost['plain_md_ns']:g} ns) to reach 0.2 kT on dF(alpha_L); "
                  f"trade_md train + sample: {trade_cpu_h:.2f} CPU hours.")
