@@ -12,6 +12,7 @@ from .flows import ConditionalFlow, FlowConfig
 from .generator import BoltzmannGenerator, Samples
 from .simulate import parallel_tempering, simulate
 from .system import MolecularSystem
+from .analysis.evaluate import evaluate
 
 __all__ = [
     "__version__",
@@ -27,4 +28,5 @@ __all__ = [
     "ConditionalFlow",
     "BoltzmannGenerator",
     "Samples",
+    "evaluate",
 ]
