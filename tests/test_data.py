@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from trade_md.data import ReferenceData
-from trade_md.system import MolecularSystem
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import torch
 
 from trade_md import units
 from trade_md.energy import OpenMMEnergy, select_platform
-from trade_md.system import MolecularSystem
 
 pytestmark = pytest.mark.openmm
 

@@ -79,10 +79,3 @@ def test_bad_constraint_name(ala2, tmp_path):
     pdb.write_text(ala2.to_state()["pdb"])
     with pytest.raises(ValueError, match="constraint"):
         MolecularSystem.from_pdb(pdb, constraints="Hbondz")
-
-
-def test_shape_checks(ala2):
-    with pytest.raises(ValueError, match="atoms"):
-        ala2.check_xyz(np.zeros((2, 21, 3)))
-    with pytest.raises(ValueError, match="shape"):
-        ala2.check_xyz(np.zeros((22, 3)))

@@ -49,9 +49,3 @@ def test_nonpositive_temperature_is_an_error(bad):
         units.beta(bad)
     with pytest.raises(ValueError, match="temperature"):
         units.dlogq_dT(np.zeros(2), np.array([300.0, bad]))
-
-
-def test_log_ratio():
-    assert units.log_ratio(600.0, 300.0) == pytest.approx(np.log(2.0))
-    torch.testing.assert_close(units.log_ratio(torch.tensor([300.0, 150.0]), 300.0),
-                               torch.tensor([0.0, -np.log(2.0)]))

@@ -232,15 +232,16 @@ def _run(system: MolecularSystem, settings: SimulationSettings, platform: Option
         openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 0)
         ctx.setVelocitiesToTemperature(settings.temperature, _chunk_seed(settings.seed, -2))
         ctx.getIntegrator().step(int(round(settings.equilibration_ps * 1000.0 / settings.timestep_fs)))
-        ckpt.save(0, ctx.getState(getPositions=True, getVelocities=True))
-        state = {"n_chunks": 0, "state": openmm.XmlSerializer.serialize(
-            ctx.getState(getPositions=True, getVelocities=True))}
+        md_state = ctx.getState(getPositions=True, getVelocities=True)
+        ckpt.save(0, md_state)
+        done_chunks = 0
         del ctx
+    else:
+        done_chunks = state["n_chunks"]
+        md_state = openmm.XmlSerializer.deserialize(state["state"])
     energy = OpenMMEnergy(system, platform=platform)
     n_total, per_chunk = settings.n_frames, settings.checkpoint_frames
     n_chunks_total = -(-n_total // per_chunk)
-    done_chunks = state["n_chunks"]
-    md_state = openmm.XmlSerializer.deserialize(state["state"])
     bar = tqdm(total=n_total, initial=min(done_chunks * per_chunk, n_total), unit="frame",
                desc=f"MD {settings.temperature:g} K", disable=not progress, file=sys.stderr)
     dt_ps = settings.report_interval_ps
@@ -396,7 +397,6 @@ def _export_pt(system, reporter, temps, settings, n_equil, platform) -> dict[flo
         sampler_states = reporter.read_sampler_states(it)
         for replica, state_index in enumerate(replica_states[it]):
             frames[int(state_index)].append(np.asarray(sampler_states[replica].positions._value, dtype=np.float32))
-    mixing = reporter.read_mixing_statistics() if hasattr(reporter, "read_mixing_statistics") else None
     acceptance = _neighbour_acceptance(replica_states)
     energy = OpenMMEnergy(system, platform=platform)
     out = {}
@@ -409,7 +409,6 @@ def _export_pt(system, reporter, temps, settings, n_equil, platform) -> dict[flo
                 "temperatures": temps, "swap_acceptance": acceptance, "platform": platform,
                 "openmm_version": openmm.__version__}
         out[t] = ReferenceData(xyz, energy.energy(xyz.astype(np.float64)), t, times, system.topology, meta)
-    del mixing
     return out
 
 

@@ -250,17 +250,6 @@ class MolecularSystem:
         xyz = np.asarray(state.get("reference_xyz", _as_nm(pdb.positions)), dtype=np.float64)
         return cls(system, pdb.topology, xyz, name=state.get("name", "molecule"), minimize=False)
 
-    # ------------------------------------------------------------------ helpers
-    def check_xyz(self, xyz, what: str = "x") -> None:
-        """Raise ``ValueError`` unless ``xyz`` has shape ``(batch, n_atoms, 3)``."""
-        shape = tuple(xyz.shape)
-        if len(shape) != 3 or shape[2] != 3:
-            raise ValueError(f"{what} must have shape (batch, n_atoms, 3) in nm, got {shape}")
-        if shape[1] != self.n_atoms:
-            raise ValueError(
-                f"{what} has {shape[1]} atoms but system {self.name!r} has {self.n_atoms}"
-            )
-
     def __repr__(self) -> str:
         return (
             f"MolecularSystem(name={self.name!r}, n_atoms={self.n_atoms}, "

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 import mdtraj
 import numpy as np
@@ -140,8 +140,3 @@ def read_trajectory(path: str | os.PathLike) -> TrajectoryFile:
         raise ValueError(f"{path} is damaged: {len(xyz)} frames of coordinates but {n} recorded")
     return TrajectoryFile(xyz=xyz, topology=topology, time=time, potential_energy=energy,
                           arrays=arrays, metadata=metadata)
-
-
-def metadata_json(metadata: Mapping) -> str:
-    """Stable JSON form of metadata (for comparing run settings)."""
-    return json.dumps(metadata, sort_keys=True)

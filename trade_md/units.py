@@ -10,7 +10,6 @@ the TRADE gradient loss regresses onto.  It is implemented exactly once, in
 """
 from __future__ import annotations
 
-import math
 from typing import Union
 
 import numpy as np
@@ -24,7 +23,6 @@ __all__ = [
     "reduced_energy",
     "dlogq_dT",
     "check_temperature",
-    "log_ratio",
 ]
 
 #: Boltzmann constant times Avogadro's number (the molar gas constant), kJ/(mol K).
@@ -119,14 +117,3 @@ def dlogq_dT(energy: ArrayLike, temperature: ArrayLike) -> ArrayLike:
     """
     _check_pair(energy, temperature)
     return energy / (KB * temperature * temperature)
-
-
-def log_ratio(temperature: ArrayLike, reference_temperature: float) -> ArrayLike:
-    """``log(T / T0)``, the flows' conditioning variable (dimensionless)."""
-    check_temperature(temperature)
-    check_temperature(reference_temperature, "reference_temperature")
-    if isinstance(temperature, torch.Tensor):
-        return torch.log(temperature / reference_temperature)
-    if np.ndim(temperature) == 0:
-        return math.log(float(temperature) / reference_temperature)
-    return np.log(np.asarray(temperature, dtype=float) / reference_temperature)
