@@ -12,11 +12,7 @@ __all__ = ["main"]
 def _system_from_args(args) -> "MolecularSystem":  # noqa: F821
     from .system import MolecularSystem
 
-    if args.pdb:
-        return MolecularSystem.from_pdb(args.pdb, forcefield=args.forcefield, constraints=args.constraints)
-    if args.system == "alanine-dipeptide":
-        return MolecularSystem.alanine_dipeptide()
-    raise ValueError(f"unknown --system {args.system!r}; use 'alanine-dipeptide' or --pdb FILE --forcefield XML...")
+    return MolecularSystem.from_spec(args.system, args.pdb, args.forcefield, args.constraints)
 
 
 def _add_system_args(p: argparse.ArgumentParser) -> None:

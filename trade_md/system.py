@@ -227,6 +227,21 @@ class MolecularSystem:
             minimize=minimize,
         )
 
+    @classmethod
+    def from_spec(
+        cls,
+        name: str | None = "alanine-dipeptide",
+        pdb: str | os.PathLike | None = None,
+        forcefield: Sequence[str] = ("amber99sbildn.xml", "amber96_obc.xml"),
+        constraints: str | None = "HBonds",
+    ) -> "MolecularSystem":
+        """A built-in system by ``name``, or ``pdb`` with ``forcefield`` (as the CLI and workflows give them)."""
+        if pdb:
+            return cls.from_pdb(pdb, forcefield=list(forcefield), constraints=constraints)
+        if name == "alanine-dipeptide":
+            return cls.alanine_dipeptide()
+        raise ValueError(f"unknown system {name!r}; use 'alanine-dipeptide' or give a PDB file and force field")
+
     # ------------------------------------------------------------ serialization
     def to_state(self) -> dict:
         """Plain-string representation (OpenMM system XML + PDB) for model files."""

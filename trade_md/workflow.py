@@ -127,12 +127,7 @@ class WorkflowConfig:
 
 def build_system(section: SystemSection) -> MolecularSystem:
     """The MolecularSystem of a workflow's ``system`` section."""
-    if section.pdb:
-        return MolecularSystem.from_pdb(section.pdb, forcefield=list(section.forcefield),
-                                        constraints=section.constraints)
-    if section.name == "alanine-dipeptide":
-        return MolecularSystem.alanine_dipeptide()
-    raise ConfigError(f"unknown system.name {section.name!r}; use 'alanine-dipeptide' or set system.pdb")
+    return MolecularSystem.from_spec(section.name, section.pdb, section.forcefield, section.constraints)
 
 
 def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, log) -> ReferenceData:
