@@ -32,6 +32,7 @@ from .flows import ConditionalFlow, ConditionedFlow, FlowConfig
 from .system import ConstrainedBonds, MolecularSystem
 from .trajectory import TrajectoryFile, check_same_molecule, read_trajectory, write_trajectory
 from .units import KB, check_temperature
+from .weights import kish_ess, relative_ess, self_normalized_weights
 
 __all__ = ["BoltzmannGenerator", "CartesianFlow", "Samples", "ModelFileError"]
 
@@ -44,17 +45,6 @@ class ModelFileError(ValueError):
 
 
 # --------------------------------------------------------------------------- samples
-def _kish(log_w: np.ndarray) -> float:
-    """Kish effective sample size of (unnormalized) log weights; 0 if none is finite."""
-    lw = np.asarray(log_w, dtype=np.float64)
-    lw = lw[np.isfinite(lw)]
-    if lw.size == 0:
-        return 0.0
-    lw = lw - lw.max()
-    w = np.exp(lw)
-    return float(w.sum() ** 2 / (w * w).sum())
-
-
 @dataclass
 class Samples:
     """Configurations drawn from a Boltzmann generator.
@@ -98,7 +88,8 @@ class Samples:
         return len(self.xyz)
 
     def __repr__(self) -> str:
-        ess = f", relative ESS={self.relative_ess():.3g}" if self.log_weights is not None else ""
+        usable = self.log_weights is not None and bool(np.isfinite(self.log_weights).any())
+        ess = f", relative ESS={self.relative_ess():.3g}" if usable else ""
         temps = np.unique(self.temperature)
         t = f"{temps[0]:g} K" if len(temps) == 1 else f"{len(temps)} temperatures"
         return f"Samples(n={len(self)}, T={t}{ess})"
@@ -110,21 +101,15 @@ class Samples:
 
     def ess(self) -> float:
         """Kish effective sample size of the importance weights."""
-        return _kish(self._need_weights())
+        return kish_ess(self._need_weights())
 
     def relative_ess(self) -> float:
         """Kish ESS divided by the number of samples (0..1)."""
-        return self.ess() / max(len(self), 1)
+        return relative_ess(self._need_weights())
 
     def weights(self) -> np.ndarray:
-        """Self-normalized importance weights ``(n,)`` (zero for non-finite log weights)."""
-        lw = self._need_weights()
-        finite = np.isfinite(lw)
-        if not finite.any():
-            raise ValueError("no sample has a finite importance weight")
-        w = np.zeros_like(lw)
-        w[finite] = np.exp(lw[finite] - lw[finite].max())
-        return w / w.sum()
+        """Self-normalized importance weights ``(n,)`` (zero for clashing samples, log weight -inf)."""
+        return self_normalized_weights(self._need_weights())
 
     def select(self, index) -> "Samples":
         """Samples at ``index`` (integer array, slice or mask)."""
