@@ -70,8 +70,15 @@ def temperature_metrics(samples: Samples, reference: ReferenceData,
     noise floors), energy distances in kJ/mol, ESS, free energies in k_B T.
     """
     check_same_molecule(reference.topology, samples.topology, what="the samples")
-    s_phi, s_psi = ramachandran(samples.xyz, samples.topology)
-    r_phi, r_psi = ramachandran(reference.xyz, reference.topology)
+    return _metrics(samples, reference, ramachandran(samples.xyz, samples.topology),
+                    ramachandran(reference.xyz, reference.topology), model, n_blocks)
+
+
+def _metrics(samples: Samples, reference: ReferenceData, sample_angles: tuple, reference_angles: tuple,
+             model: Optional[BoltzmannGenerator], n_blocks: int) -> dict:
+    """:func:`temperature_metrics` given the (phi, psi) arrays of samples and reference (radians)."""
+    s_phi, s_psi = sample_angles
+    r_phi, r_psi = reference_angles
     sp, ss, _ = _pooled(s_phi, s_psi, None)
     rp, rs, _ = _pooled(r_phi, r_psi, None)
     if len(reference) < 4:
@@ -148,9 +155,12 @@ def evaluate(samples: Sequence[Samples] | Samples, references: Mapping[float, Re
         if not match:
             raise ValueError(f"no reference at {t:g} K; references are at {sorted(refs)} K")
         ref = refs[match[0]]
-        results[_key(t)] = temperature_metrics(s, ref, model)
+        check_same_molecule(ref.topology, s.topology, what="the samples")
+        s_angles = ramachandran(s.xyz, s.topology)  # computed once for metrics and figures
+        r_angles = ramachandran(ref.xyz, ref.topology)
+        results[_key(t)] = _metrics(s, ref, s_angles, r_angles, model, n_blocks=20)
         if out is not None:
-            figures.update(_figures(out, s, ref, t))
+            figures.update(_figures(out, s, ref, t, s_angles, r_angles))
     if out is not None and len(results) > 1:
         temps = sorted(float(k.split()[0]) for k in results)
         rows = [results[_key(t)] for t in temps]
@@ -165,9 +175,10 @@ def evaluate(samples: Sequence[Samples] | Samples, references: Mapping[float, Re
     return Evaluation(results, files)
 
 
-def _figures(out: Path, s: Samples, ref: ReferenceData, t: float) -> dict:
-    s_phi, s_psi = ramachandran(s.xyz, s.topology)
-    r_phi, r_psi = ramachandran(ref.xyz, ref.topology)
+def _figures(out: Path, s: Samples, ref: ReferenceData, t: float, sample_angles: tuple,
+             reference_angles: tuple) -> dict:
+    s_phi, s_psi = sample_angles
+    r_phi, r_psi = reference_angles
     w = M.self_normalized_weights(s.log_weights) if s.log_weights is not None else None
     tag = f"{t:g}K"
     figs = {
