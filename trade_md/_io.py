@@ -13,6 +13,18 @@ from typing import Iterator, Union
 PathLike = Union[str, os.PathLike]
 
 
+def check_writable_folder(folder: PathLike) -> None:
+    """Raise FileNotFoundError / PermissionError unless files can be created in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {folder}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(f"output folder is not writable: {folder} ({err})") from err
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -22,11 +34,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     removed and ``path`` is untouched.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
-        raise FileNotFoundError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"output folder is not writable: {folder}")
+    folder = path.parent
+    check_writable_folder(folder)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=folder)
     os.close(fd)
     os.unlink(tmp)  # libraries such as PyTables refuse to open an existing empty file

@@ -28,7 +28,7 @@ import numpy as np
 import openmm
 from tqdm.auto import tqdm
 
-from ._io import atomic_path, atomic_write_text
+from ._io import atomic_path, atomic_write_text, check_writable_folder
 from .data import ReferenceData
 from .energy import OpenMMEnergy, select_platform
 from .system import MolecularSystem
@@ -85,14 +85,7 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 def _check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; refusing to overwrite it (use overwrite=True / --overwrite)")
-    folder = out.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {folder}")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise PermissionError(f"output folder is not writable: {folder} ({err})") from err
+    check_writable_folder(out.parent)  # before hours of MD, not at the end
 
 
 class _Checkpoint:
