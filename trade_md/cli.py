@@ -42,14 +42,16 @@ def _cmd_simulate(args) -> int:
     if args.temperatures:
         out = Path(args.out)
         stem = out.with_suffix("")
-        targets = {t: Path(f"{stem}_{t:g}K.h5") for t in args.temperatures}
-        existing = [str(p) for p in targets.values() if p.exists()]
+        def target(t: float) -> Path:
+            return Path(f"{stem}_{t:g}K.h5")
+
+        existing = [str(target(t)) for t in args.temperatures if target(t).exists()]
         if existing and not args.overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist; refusing to overwrite (use --overwrite)")
         results = parallel_tempering(system, args.temperatures, args.nanoseconds,
                                      out=stem.with_suffix(".nc"), **common)
         for t, data in results.items():
-            path = targets.get(t) or Path(f"{stem}_{t:g}K.h5")
+            path = target(t)
             data.save(path, overwrite=args.overwrite)
             print(f"{path}: {len(data)} frames at {t:g} K")
         print("neighbour swap acceptance:", ", ".join(f"{a:.2f}" for a in next(iter(results.values())).metadata["swap_acceptance"]))
