@@ -329,6 +329,8 @@ class BoltzmannGenerator(nn.Module):
     # -------------------------------------------------------------- save/load
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write configuration + weights (+ the molecular system) to one file, atomically."""
+        if self.system is None:
+            raise ValueError("saving needs a generator built with a MolecularSystem")
         z = self.ic.zmatrix
         state = {
             "format": _FORMAT,
@@ -339,11 +341,9 @@ class BoltzmannGenerator(nn.Module):
             "ic_options": self._ic_options,
             "flow_config": to_dict(self.flow.config),
             "kinds": list(self.ic.kinds),
-            "system": self.system.to_state() if self.system is not None else None,
+            "system": self.system.to_state(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        if self.system is None:
-            raise ValueError("saving needs a generator built with a MolecularSystem")
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
