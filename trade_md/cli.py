@@ -12,15 +12,17 @@ __all__ = ["main"]
 def _system_from_args(args) -> "MolecularSystem":  # noqa: F821
     from .system import MolecularSystem
 
-    return MolecularSystem.from_spec(args.system, args.pdb, args.forcefield, args.constraints)
+    return MolecularSystem.from_spec(args.system, args.pdb, args.forcefield, args.constraints,
+                                     sequence=args.sequence)
 
 
 def _add_system_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("molecule")
     g.add_argument("--system", default="alanine-dipeptide", help="built-in system name (default: alanine-dipeptide)")
     g.add_argument("--pdb", help="PDB file of the molecule (instead of --system)")
+    g.add_argument("--sequence", help="capped peptide ACE-...-NME from one-letter codes, e.g. AAA (instead of --system)")
     g.add_argument("--forcefield", nargs="+", default=["amber99sbildn.xml", "amber96_obc.xml"],
-                   help="OpenMM force-field XML files (with --pdb)")
+                   help="OpenMM force-field XML files, implicit solvent included (with --pdb or --sequence)")
     g.add_argument("--constraints", default="HBonds", help="HBonds (default), AllBonds, HAngles or none")
 
 

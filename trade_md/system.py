@@ -55,6 +55,35 @@ def _as_nm(positions) -> np.ndarray:
     return xyz
 
 
+def _load_forcefield(forcefield: Sequence[str] | str) -> app.ForceField:
+    files = [forcefield] if isinstance(forcefield, str) else list(forcefield)
+    try:
+        return app.ForceField(*files)
+    except (ValueError, OSError) as err:
+        raise ForceFieldError(f"cannot load force field {files}: {err}") from err
+
+
+def _create_system(ff: app.ForceField, files, topology: app.Topology, source: str, constraints,
+                   nonbonded, remove_cm_motion: bool, system_kwargs: dict) -> openmm.System:
+    """``ff.createSystem`` with the project's option names and a clear error for unknown residues."""
+    try:
+        return ff.createSystem(
+            topology,
+            nonbondedMethod=_lookup(_NONBONDED, nonbonded, "nonbonded method"),
+            constraints=_lookup(_CONSTRAINTS, constraints, "constraint type"),
+            removeCMMotion=remove_cm_motion,
+            **system_kwargs,
+        )
+    except ValueError as err:
+        msg = str(err)
+        if "template" in msg.lower() or "residue" in msg.lower():
+            raise ForceFieldError(
+                f"force field {list(files) if not isinstance(files, str) else [files]} cannot match a residue "
+                f"of {source}: {msg.splitlines()[0]}"
+            ) from err
+        raise
+
+
 def _minimize(system: openmm.System, xyz: np.ndarray, tolerance: float = 1.0) -> np.ndarray:
     """Local energy minimization on the Reference platform (deterministic).
 
@@ -173,29 +202,59 @@ class MolecularSystem:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"PDB file not found: {path}")
-        if isinstance(forcefield, str):
-            forcefield = [forcefield]
+        ff = _load_forcefield(forcefield)
         try:
-            ff = app.ForceField(*forcefield)
-        except (ValueError, OSError) as err:
-            raise ForceFieldError(f"cannot load force field {list(forcefield)}: {err}") from err
-        pdb = app.PDBFile(str(path))
-        try:
-            system = ff.createSystem(
-                pdb.topology,
-                nonbondedMethod=_lookup(_NONBONDED, nonbonded, "nonbonded method"),
-                constraints=_lookup(_CONSTRAINTS, constraints, "constraint type"),
-                removeCMMotion=remove_cm_motion,
-                **system_kwargs,
-            )
-        except ValueError as err:
-            msg = str(err)
-            if "template" in msg.lower() or "residue" in msg.lower():
-                raise ForceFieldError(
-                    f"force field {list(forcefield)} cannot match a residue of {path}: {msg.splitlines()[0]}"
-                ) from err
-            raise
+            pdb = app.PDBFile(str(path))
+        except Exception as err:  # noqa: BLE001 - OpenMM's PDB reader raises anything
+            raise ValueError(f"{path} is not a readable PDB file: {err}") from err
+        if pdb.topology.getNumAtoms() == 0:
+            raise ValueError(f"{path} holds no atoms (empty or not a PDB file)")
+        system = _create_system(ff, forcefield, pdb.topology, str(path), constraints, nonbonded,
+                                remove_cm_motion, system_kwargs)
         return cls(system, pdb.topology, pdb.positions, name=name or path.stem, minimize=minimize)
+
+    @classmethod
+    def from_sequence(
+        cls,
+        sequence: str,
+        caps: bool = True,
+        forcefield: Sequence[str] = ("amber99sbildn.xml",),
+        implicit_solvent: str | None = "amber96_obc.xml",
+        constraints: str | None = "HBonds",
+        nonbonded: str = "NoCutoff",
+        remove_cm_motion: bool = True,
+        name: str | None = None,
+        minimize: bool = True,
+    ) -> "MolecularSystem":
+        """A capped peptide ACE-``sequence``-NME built from one-letter codes.
+
+        Backbone from standard geometry (polyproline-II), side chains from
+        pdbfixer's templates, hydrogens from the force field; then minimized
+        like :meth:`from_pdb`.
+
+        Parameters
+        ----------
+        sequence : one-letter amino-acid codes, e.g. ``"AAA"`` for Ace-Ala3-Nme.
+        caps : must be True (acetyl and N-methyl-amide caps; uncapped
+            zwitterions are not built).
+        forcefield : protein force-field XML files.
+        implicit_solvent : implicit-solvent XML added to ``forcefield`` (None: vacuum).
+        constraints, nonbonded, remove_cm_motion, minimize : as in :meth:`from_pdb`.
+        name : defaults to ``"ace-<sequence>-nme"``.
+        """
+        from .peptide import build_capped_peptide, check_sequence
+
+        check_sequence(sequence)
+        if not caps:
+            raise ValueError("only capped peptides (caps=True: ACE-...-NME) are built")
+        files = [forcefield] if isinstance(forcefield, str) else list(forcefield)
+        if implicit_solvent:
+            files.append(implicit_solvent)
+        ff = _load_forcefield(files)
+        topology, xyz = build_capped_peptide(sequence, ff)
+        system = _create_system(ff, files, topology, f"sequence {sequence!r}", constraints, nonbonded,
+                                remove_cm_motion, {})
+        return cls(system, topology, xyz, name=name or f"ace-{sequence.strip().upper()}-nme", minimize=minimize)
 
     @classmethod
     def from_openmm(
@@ -234,13 +293,24 @@ class MolecularSystem:
         pdb: str | os.PathLike | None = None,
         forcefield: Sequence[str] = ("amber99sbildn.xml", "amber96_obc.xml"),
         constraints: str | None = "HBonds",
+        sequence: str | None = None,
     ) -> "MolecularSystem":
-        """A built-in system by ``name``, or ``pdb`` with ``forcefield`` (as the CLI and workflows give them)."""
+        """The molecule as the CLI and workflows name it.
+
+        ``sequence`` (a capped peptide, see :meth:`from_sequence`; ``forcefield``
+        then lists all XML files, implicit solvent included), else ``pdb`` with
+        ``forcefield``, else the built-in system ``name``.
+        """
+        if sequence and pdb:
+            raise ValueError("give either a sequence or a PDB file, not both")
+        if sequence:
+            return cls.from_sequence(sequence, forcefield=list(forcefield), implicit_solvent=None,
+                                     constraints=constraints)
         if pdb:
             return cls.from_pdb(pdb, forcefield=list(forcefield), constraints=constraints)
         if name == "alanine-dipeptide":
             return cls.alanine_dipeptide()
-        raise ValueError(f"unknown system {name!r}; use 'alanine-dipeptide' or give a PDB file and force field")
+        raise ValueError(f"unknown system {name!r}; use 'alanine-dipeptide', a sequence, or a PDB file and force field")
 
     # ------------------------------------------------------------ serialization
     def to_state(self) -> dict:

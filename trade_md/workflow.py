@@ -46,10 +46,12 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass
 class SystemSection:
-    """The molecule: a built-in ``name`` or a ``pdb`` file with ``forcefield`` XML files."""
+    """The molecule: a capped-peptide ``sequence`` (one-letter codes), a ``pdb`` file, or a built-in
+    ``name``; ``forcefield`` lists the XML files (implicit solvent included)."""
 
     name: Optional[str] = "alanine-dipeptide"
     pdb: Optional[str] = None
+    sequence: Optional[str] = None
     forcefield: tuple = ("amber99sbildn.xml", "amber96_obc.xml")
     constraints: Optional[str] = "HBonds"
 
@@ -127,7 +129,8 @@ class WorkflowConfig:
 
 def build_system(section: SystemSection) -> MolecularSystem:
     """The MolecularSystem of a workflow's ``system`` section."""
-    return MolecularSystem.from_spec(section.name, section.pdb, section.forcefield, section.constraints)
+    return MolecularSystem.from_spec(section.name, section.pdb, section.forcefield, section.constraints,
+                                     sequence=section.sequence)
 
 
 def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, log) -> ReferenceData:
