@@ -153,6 +153,48 @@ def test_noise_floor_splits_in_interleaved_blocks():
     assert two < 0.01
 
 
+def test_interleaved_halves_are_even_and_odd_blocks():
+    half_a, half_b = metrics.interleaved_halves(10, 4)  # blocks [0 1 2] [3 4 5] [6 7] [8 9]
+    np.testing.assert_array_equal(half_a, [0, 1, 2, 6, 7])
+    np.testing.assert_array_equal(half_b, [3, 4, 5, 8, 9])
+    with pytest.raises(ValueError, match="n_blocks must be >= 2"):
+        metrics.interleaved_halves(10, 1)
+    with pytest.raises(ValueError, match="exceeds the number of frames"):
+        metrics.interleaved_halves(3, 4)
+
+
+def test_joint_basin_labels_are_base_3_numbers():
+    codes = np.array([[0, 1], [2, 0], [1, 1], [2, 2]])
+    np.testing.assert_array_equal(metrics.joint_basin_labels(codes), [3, 2, 4, 8])
+    np.testing.assert_array_equal(metrics.joint_basin_labels(codes[:, :1]), [0, 2, 1, 2])
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 3\)"):
+        metrics.joint_basin_labels(np.array([[0, 3]]))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.joint_basin_labels(np.array([0, 1]))
+
+
+def test_basin_divergence_matches_hand_computation():
+    def js(p, q):
+        p, q = np.asarray(p, float) / np.sum(p), np.asarray(q, float) / np.sum(q)
+        m = (p + q) / 2
+        return sum(0.5 * a * math.log(a / c) for a, c in zip(p, m) if a > 0) + sum(
+            0.5 * b * math.log(b / c) for b, c in zip(q, m) if b > 0)
+
+    sample = [0, 0, 4, 26]  # states 0, 4, 26 of 27; populations 1/2, 1/4, 1/4
+    ref = [0, 4, 4, 4, 0, 0]  # in order; 2 blocks: [0 4 4] and [4 0 0]
+    result = metrics.basin_divergence(sample, ref, n_blocks=2)
+    # states in order 0, 4, 26
+    assert result.js == pytest.approx(js([2, 1, 1], [3, 3, 0]), rel=1e-12)
+    assert result.js_floor == pytest.approx(js([1, 2], [2, 1]), rel=1e-12)
+    assert result.n_states_occupied == 3 and result.n_blocks == 2
+    weighted = metrics.basin_divergence(sample, ref, [1.0, 1.0, 2.0, 0.0], n_blocks=2)
+    assert weighted.js == pytest.approx(js([2, 2], [3, 3]), abs=1e-12)  # equal populations: 0
+    assert weighted.js_floor == result.js_floor
+    assert metrics.basin_divergence([1, 1], [7, 7], n_blocks=2).js == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="sample_labels must be integers"):
+        metrics.basin_divergence([0.5], [0, 1])
+
+
 def test_ramachandran_divergences_report_both_directions_and_floors():
     rng = np.random.default_rng(6)
     sample = _gaussian_torsions(rng, [-1.0, 0.5], [0.5, 0.6], 20_000)
@@ -215,6 +257,28 @@ def test_histogram_overlap():
 
 
 # ----------------------------------------------------------------------------- free energies
+def test_central_energy_distance_ignores_clashes_but_counts_them():
+    rng = np.random.default_rng(13)
+    reference = rng.normal(-50.0, 10.0, 20_000)
+    bulk = rng.normal(-48.0, 10.0, 9_900)
+    sample = np.concatenate([bulk, np.full(90, 1e8), np.full(10, np.inf)])
+    result = metrics.central_energy_distance(sample, reference)
+    low, high = np.percentile(reference, [0.5, 99.5])
+    assert (result.low, result.high) == (pytest.approx(low), pytest.approx(high))
+    inside = (bulk >= low) & (bulk <= high)
+    assert result.outlier_fraction == pytest.approx((100 + np.sum(~inside)) / sample.size)
+    core = reference[(reference >= low) & (reference <= high)]
+    assert result.w1 == pytest.approx(wasserstein_distance(bulk[inside], core), rel=1e-9)
+    assert 1.0 < result.w1 < 3.0  # the 2 kJ/mol shift, not the 1e8 clashes
+    assert metrics.wasserstein_1d(sample[:-10], reference) > 1e5
+    # weights: clashes with zero weight are no outliers
+    weights = np.concatenate([np.ones(9_900), np.zeros(100)])
+    weighted = metrics.central_energy_distance(sample, reference, weights)
+    assert weighted.outlier_fraction == pytest.approx(np.mean(~inside))
+    all_out = metrics.central_energy_distance(np.full(5, 1e8), reference)
+    assert all_out.outlier_fraction == 1.0 and math.isnan(all_out.w1)
+
+
 def test_basin_free_energy_of_synthetic_mixture():
     rng = np.random.default_rng(9)
     probs = np.array([0.6, 0.3, 0.1])
@@ -306,6 +370,15 @@ def test_backbone_torsions_match_hand_computation(alanine):
     ext_phi, ext_psi = observables.ramachandran(alanine.reference_xyz[None], alanine.topology)
     assert np.all((ext_phi >= -np.pi) & (ext_phi < np.pi)) and np.all((ext_psi >= -np.pi) & (ext_psi < np.pi))
     assert abs(ext_phi[0, 0]) == pytest.approx(np.pi, abs=1e-5)
+
+
+def test_residue_torsions_name_alanine_dipeptide_residue(alanine):
+    xyz = alanine.reference_xyz[None] + np.zeros((3, 1, 1))
+    torsions = observables.residue_torsions(xyz, alanine.topology)
+    assert torsions.names == ("ALA2",) and len(torsions) == 1
+    phi, psi = observables.ramachandran(xyz, alanine.topology)
+    np.testing.assert_array_equal(torsions.phi, phi)
+    np.testing.assert_array_equal(torsions.psi, psi)
 
 
 def test_backbone_torsions_without_backbone_is_an_error():

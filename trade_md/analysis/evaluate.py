@@ -1,17 +1,46 @@
 """Evaluate generated samples against MD references: metrics, plots and a report.
 
 ``evaluate(samples, references, out_dir)`` matches each sample set to the
-reference at its temperature, computes Ramachandran divergences on fixed bins
-(with the reference's own noise floor), energy-distribution distances, Kish
-ESS, the alpha_L/C7ax-vs-rest free-energy difference, and (given the model)
-the NLL of the MD frames; then writes PNG figures, ``metrics.json`` and
-``report.md``.
+reference at its temperature and computes, for every residue with both phi
+and psi (named like ``"ALA2"``), Ramachandran divergences on fixed bins with
+the reference's own noise floor and the alpha_L/C7ax-vs-rest free-energy
+difference, judged "within noise" or not (:mod:`.residues`); the JS of the
+joint basin populations of all residues; energy-distribution distances (also
+on the central 99 % of the MD energies, with the outlier fraction); Kish ESS;
+and (given the model) the NLL of the MD frames.  It then writes PNG figures,
+``metrics.json`` and ``report.md`` (opening with the verdict table of
+:mod:`.summary`).
+
+Layout of the metrics of one temperature (``Evaluation.metrics["600 K"]``)
+-------------------------------------------------------------------------
+- ``residues``: ``{"ALA2": {...}}``, :func:`.residues.residue_metrics` per residue;
+- ``joint_basins``: :func:`.residues.joint_basin_metrics`;
+- ``within_noise``: every residue (and, for peptides, the joint measure) is;
+- ``js``, ``js_floor``, ``kl_md_model(_floor)``, ``js_reweighted``,
+  ``kl_md_model_reweighted``: divergences of all residues' (phi, psi) pairs
+  pooled in one histogram (for one residue: that residue's);
+- ``dF_alphaL_md``, ``dF_alphaL_model``, ``dF_alphaL_reweighted``: only for
+  one-residue molecules (alanine dipeptide), equal to the residue's;
+- energies (kJ/mol): ``energy_w1_model``, ``energy_w1_reweighted``,
+  ``energy_overlap_model``, ``fraction_nonfinite_energy``,
+  ``energy_central99_model`` and ``energy_central99_reweighted``
+  (:class:`.energies.CentralEnergyDistance`);
+- ``ess``, ``relative_ess``, ``nll_md``, ``n_samples``, ``n_reference``.
+
+A report folder is replaced whole: everything is written into a temporary
+folder beside it, which then takes its place, so no figure of an earlier
+report survives next to a new one.  A folder that holds anything other than
+an earlier report (``report.md``, ``metrics.json``, ``*.png``) is refused.
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,10 +50,15 @@ from ..generator import BoltzmannGenerator, Samples
 from ..trajectory import check_same_molecule
 from . import metrics as M
 from . import plots
-from .observables import BASIN_ALPHA_L_C7AX, assign_basins, ramachandran
+from .observables import ResidueTorsions, residue_torsions
 from .report import ReportFiles, write_report
+from .residues import joint_basin_metrics, per_residue_metrics
+from .summary import summary_markdown
 
 __all__ = ["evaluate", "Evaluation", "temperature_metrics"]
+
+#: Files of a report folder; a folder holding anything else is not replaced.
+REPORT_FILE_PATTERN = re.compile(r"^(report\.md|metrics\.json|[^/]+\.png)$")
 
 
 @dataclass
@@ -53,63 +87,64 @@ def _pooled(phi: np.ndarray, psi: np.ndarray, weights: Optional[np.ndarray]):
     return phi.reshape(-1), psi.reshape(-1), w
 
 
-def _free_energy(codes: np.ndarray, weights: Optional[np.ndarray] = None, block_size: int = 1) -> dict:
-    """alpha_L/C7ax (code 1) minus the rest (code 0) in k_B T, or None values if a side is empty."""
-    try:
-        df = M.free_energy_difference(codes, weights, a=1, b=0, block_size=block_size)
-    except ValueError as err:  # an empty basin: report it instead of failing the whole evaluation
-        return {"value": None, "stderr": None, "note": str(err)}
-    return {"value": df.value, "stderr": df.stderr}
-
-
 def temperature_metrics(samples: Samples, reference: ReferenceData,
                         model: Optional[BoltzmannGenerator] = None, n_blocks: int = 20) -> dict:
     """Metrics of one sample set against the MD reference at the same temperature.
 
-    Returns a dict of plain numbers: divergences in nats (with ``_floor``
-    noise floors), energy distances in kJ/mol, ESS, free energies in k_B T.
+    Returns a dict of plain numbers (layout in the module docstring):
+    divergences in nats (with ``_floor`` noise floors), energy distances in
+    kJ/mol, ESS, free energies in k_B T.
     """
     check_same_molecule(reference.topology, samples.topology, what="the samples")
-    return _metrics(samples, reference, ramachandran(samples.xyz, samples.topology),
-                    ramachandran(reference.xyz, reference.topology), model, n_blocks)
+    return _metrics(samples, reference, residue_torsions(samples.xyz, samples.topology),
+                    residue_torsions(reference.xyz, reference.topology), model, n_blocks)
 
 
-def _metrics(samples: Samples, reference: ReferenceData, sample_angles: tuple, reference_angles: tuple,
+def _metrics(samples: Samples, reference: ReferenceData, s_tors: ResidueTorsions, r_tors: ResidueTorsions,
              model: Optional[BoltzmannGenerator], n_blocks: int) -> dict:
-    """:func:`temperature_metrics` given the (phi, psi) arrays of samples and reference (radians)."""
-    s_phi, s_psi = sample_angles
-    r_phi, r_psi = reference_angles
-    sp, ss, _ = _pooled(s_phi, s_psi, None)
-    rp, rs, _ = _pooled(r_phi, r_psi, None)
+    """:func:`temperature_metrics` given the torsions of samples and reference."""
+    s_phi, s_psi = s_tors.phi, s_tors.psi
+    r_phi, r_psi = r_tors.phi, r_tors.psi
     if len(reference) < 4:
         raise ValueError(f"the {reference.temperature:g} K reference has {len(reference)} frames; need at least 4")
     n_blocks = min(n_blocks, max(2, len(reference) // 5))  # short references: fewer, longer blocks
+    block = max(1, len(reference) // 100)
+    w = M.self_normalized_weights(samples.log_weights) if samples.log_weights is not None else None
+    residues = per_residue_metrics(r_tors.names, s_phi, s_psi, r_phi, r_psi, w, n_blocks=n_blocks,
+                                   ref_block_size=block)
+    joint = joint_basin_metrics(s_phi, s_psi, r_phi, r_psi, w, n_blocks=n_blocks)
     out: dict = {"n_samples": len(samples), "n_reference": len(reference)}
+    sp, ss, _ = _pooled(s_phi, s_psi, None)
+    rp, rs, _ = _pooled(r_phi, r_psi, None)
     raw = M.ramachandran_divergences(sp, ss, rp, rs, n_blocks=n_blocks)
     out.update({"js": raw.js, "js_floor": raw.js_floor, "kl_md_model": raw.kl_ref_sample,
                 "kl_md_model_floor": raw.kl_ref_sample_floor})
-    r_codes = (assign_basins(r_phi[:, 0], r_psi[:, 0]) == BASIN_ALPHA_L_C7AX).astype(int)
-    block = max(1, len(reference) // 100)
-    out["dF_alphaL_md"] = _free_energy(r_codes, block_size=block)
-    s_codes = (assign_basins(s_phi[:, 0], s_psi[:, 0]) == BASIN_ALPHA_L_C7AX).astype(int)
-    finite_e = np.isfinite(samples.energies) if samples.energies is not None else np.ones(len(samples), bool)
+    single = next(iter(residues.values())) if len(residues) == 1 else None
+    if single is not None:
+        out["dF_alphaL_md"] = single["dF_alphaL_md"]
     if samples.energies is not None:
+        finite_e = np.isfinite(samples.energies)
         out["fraction_nonfinite_energy"] = float(1 - finite_e.mean())
-        e = samples.energies[finite_e]
-        out["energy_w1_model"] = M.wasserstein_1d(e, reference.energies)
+        out["energy_w1_model"] = M.wasserstein_1d(samples.energies[finite_e], reference.energies)
         out["energy_overlap_model"] = M.histogram_overlap(samples.energies[finite_e], reference.energies)
-    if samples.log_weights is not None:
+        out["energy_central99_model"] = M.central_energy_distance(samples.energies, reference.energies).to_dict()
+    if w is not None:
         lw = samples.log_weights
-        w = M.self_normalized_weights(lw)
         out["ess"] = M.kish_ess(lw)
         out["relative_ess"] = M.relative_ess(lw)
         sp_w, ss_w, w_pooled = _pooled(s_phi, s_psi, w)
         rw = M.ramachandran_divergences(sp_w, ss_w, rp, rs, sample_weights=w_pooled, n_blocks=n_blocks)
         out.update({"js_reweighted": rw.js, "kl_md_model_reweighted": rw.kl_ref_sample})
-        good = w > 0
-        out["energy_w1_reweighted"] = M.wasserstein_1d(samples.energies[good], reference.energies, weights_a=w[good])
-        out["dF_alphaL_reweighted"] = _free_energy(s_codes, w)
-    out["dF_alphaL_model"] = _free_energy(s_codes)
+        if samples.energies is not None:
+            good = w > 0
+            out["energy_w1_reweighted"] = M.wasserstein_1d(samples.energies[good], reference.energies,
+                                                           weights_a=w[good])
+            out["energy_central99_reweighted"] = M.central_energy_distance(
+                samples.energies, reference.energies, w).to_dict()
+        if single is not None:
+            out["dF_alphaL_reweighted"] = single["dF_alphaL_reweighted"]
+    if single is not None:
+        out["dF_alphaL_model"] = single["dF_alphaL_model"]
     if model is not None:
         with torch.no_grad():
             p = next(model.parameters())
@@ -117,7 +152,59 @@ def _metrics(samples: Samples, reference: ReferenceData, sample_angles: tuple, r
                                   reference.temperature).cpu().numpy() for i in range(0, len(reference), 2048)]
         nll = M.nll(np.concatenate(lps), block_size=block)  # takes log p, returns mean -log p
         out["nll_md"] = {"value": nll.mean, "stderr": nll.stderr}
+    out["residues"] = residues
+    out["joint_basins"] = joint
+    out["within_noise"] = all(r["within_noise"] for r in residues.values()) and (
+        len(residues) == 1 or joint["within_noise"])
     return out
+
+
+def _prepare(sample_list: List[Samples], refs: Dict[float, ReferenceData]) -> list:
+    """Check every input; ``(T, samples, reference, sample torsions, reference torsions)`` per set."""
+    prepared, seen = [], set()
+    for s in sample_list:
+        if len(s) == 0:
+            raise ValueError("a sample set is empty")
+        t = _single_temperature(s)
+        match = [rt for rt in refs if abs(rt - t) < 1e-6]
+        if not match:
+            raise ValueError(f"no reference at {t:g} K; references are at {sorted(refs)} K")
+        if _key(t) in seen:
+            raise ValueError(f"two sample sets at {t:g} K; pass one per temperature")
+        seen.add(_key(t))
+        ref = refs[match[0]]
+        check_same_molecule(ref.topology, s.topology, what="the samples")
+        # computed once for metrics and figures
+        prepared.append((t, s, ref, residue_torsions(s.xyz, s.topology), residue_torsions(ref.xyz, ref.topology)))
+    return prepared
+
+
+def _check_report_folder(out: Path) -> None:
+    """Refuse an existing path that is not a folder of report files (nothing is written)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and REPORT_FILE_PATTERN.match(p.name)))
+        if foreign:
+            raise FileExistsError(
+                f"{out} holds files that are not part of an evaluation report ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); it would be replaced whole: choose another folder")
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` in the place of ``out`` (which may exist)."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old / out.name, out)  # put the earlier report back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def evaluate(samples: Sequence[Samples] | Samples, references: Mapping[float, ReferenceData] | ReferenceData,
@@ -127,9 +214,11 @@ def evaluate(samples: Sequence[Samples] | Samples, references: Mapping[float, Re
 
     Parameters
     ----------
-    samples : one Samples or several (each at a single temperature, K)
+    samples : one Samples or several (each at a single temperature, K; one set per temperature)
     references : ReferenceData or a mapping temperature (K) -> ReferenceData
-    out_dir : folder for report.md, metrics.json and PNGs (created); None: metrics only
+    out_dir : report folder (report.md, metrics.json, PNGs), created after the
+        inputs are checked; an earlier report there is replaced whole, a
+        folder holding other files is refused (FileExistsError); None: metrics only
     model : the generator, to report the NLL of the MD frames
     training_temperature : marked in the versus-temperature plot (K)
     """
@@ -142,52 +231,63 @@ def evaluate(samples: Sequence[Samples] | Samples, references: Mapping[float, Re
     for r in refs.values():
         if len(r) == 0:
             raise ValueError("a reference data set is empty")
-    results: dict = {}
-    figures: dict = {}
     out = Path(out_dir) if out_dir is not None else None
+    prepared = _prepare(sample_list, refs)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    for s in sample_list:
-        if len(s) == 0:
-            raise ValueError("a sample set is empty")
-        t = _single_temperature(s)
-        match = [rt for rt in refs if abs(rt - t) < 1e-6]
-        if not match:
-            raise ValueError(f"no reference at {t:g} K; references are at {sorted(refs)} K")
-        ref = refs[match[0]]
-        check_same_molecule(ref.topology, s.topology, what="the samples")
-        s_angles = ramachandran(s.xyz, s.topology)  # computed once for metrics and figures
-        r_angles = ramachandran(ref.xyz, ref.topology)
-        results[_key(t)] = _metrics(s, ref, s_angles, r_angles, model, n_blocks=20)
-        if out is not None:
-            figures.update(_figures(out, s, ref, t, s_angles, r_angles))
-    if out is not None and len(results) > 1:
-        temps = sorted(float(k.split()[0]) for k in results)
-        rows = [results[_key(t)] for t in temps]
-        series = {"JS(MD, model) [nats]": [r["js"] for r in rows]}
-        floors = {"JS(MD, model) [nats]": [r["js_floor"] for r in rows]}
-        if all("js_reweighted" in r for r in rows):
-            series["JS(MD, reweighted) [nats]"] = [r["js_reweighted"] for r in rows]
-        ess = [r.get("relative_ess", np.nan) for r in rows]
-        figures["metrics vs temperature"] = plots.plot_metrics_vs_temperature(
-            out / "metrics_vs_temperature.png", temps, series, floors, ess, training_temperature=training_temperature)
-    files = write_report(out, results, figures) if out is not None else None
-    return Evaluation(results, files)
+        _check_report_folder(out)
+    results = {_key(t): _metrics(s, ref, s_t, r_t, model, n_blocks=20) for t, s, ref, s_t, r_t in prepared}
+    if out is None:
+        return Evaluation(results, None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        figures: dict = {}
+        for t, s, ref, s_t, r_t in prepared:
+            figures.update(_figures(tmp, s, ref, t, s_t, r_t))
+        if len(results) > 1:
+            figures["metrics vs temperature"] = _versus_temperature(tmp, results, training_temperature)
+        write_report(tmp, results, figures, preamble=summary_markdown(results))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a report folder is not
+        _replace_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Evaluation(results, ReportFiles(metrics_json=out / "metrics.json", report_md=out / "report.md"))
 
 
-def _figures(out: Path, s: Samples, ref: ReferenceData, t: float, sample_angles: tuple,
-             reference_angles: tuple) -> dict:
-    s_phi, s_psi = sample_angles
-    r_phi, r_psi = reference_angles
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _versus_temperature(folder: Path, results: dict, training_temperature: Optional[float]) -> Path:
+    temps = sorted(float(k.split()[0]) for k in results)
+    rows = [results[_key(t)] for t in temps]
+    series = {"JS(MD, model) [nats]": [r["js"] for r in rows]}
+    floors = {"JS(MD, model) [nats]": [r["js_floor"] for r in rows]}
+    if all("js_reweighted" in r for r in rows):
+        series["JS(MD, reweighted) [nats]"] = [r["js_reweighted"] for r in rows]
+    ess = [r.get("relative_ess", np.nan) for r in rows]
+    return plots.plot_metrics_vs_temperature(folder / "metrics_vs_temperature.png", temps, series, floors, ess,
+                                             training_temperature=training_temperature)
+
+
+def _figures(out: Path, s: Samples, ref: ReferenceData, t: float, s_tors: ResidueTorsions,
+             r_tors: ResidueTorsions) -> Dict[str, Path]:
+    """Ramachandran and phi plots per residue, energy histograms; file names of one-residue
+    molecules carry no residue (``ramachandran_600K.png``), those of peptides do."""
     w = M.self_normalized_weights(s.log_weights) if s.log_weights is not None else None
     tag = f"{t:g}K"
-    figs = {
-        f"Ramachandran {t:g} K": plots.plot_ramachandran(
-            out / f"ramachandran_{tag}.png", s_phi[:, 0], s_psi[:, 0], r_phi[:, 0], r_psi[:, 0],
-            sample_weights=w, labels=("model", "MD"), title=f"{t:g} K"),
-        f"phi marginal {t:g} K": plots.plot_phi_marginal(
-            out / f"phi_{tag}.png", s_phi[:, 0], r_phi[:, 0], sample_weights=w, title=f"{t:g} K"),
-    }
+    figs: Dict[str, Path] = {}
+    for i, name in enumerate(r_tors.names):
+        stem = tag if len(r_tors) == 1 else f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)}_{tag}"
+        label, title = (f"{t:g} K", f"{name}, {t:g} K")
+        figs[f"Ramachandran {name} {label}"] = plots.plot_ramachandran(
+            out / f"ramachandran_{stem}.png", s_tors.phi[:, i], s_tors.psi[:, i], r_tors.phi[:, i],
+            r_tors.psi[:, i], sample_weights=w, labels=("model", "MD"), title=title)
+        figs[f"phi marginal {name} {label}"] = plots.plot_phi_marginal(
+            out / f"phi_{stem}.png", s_tors.phi[:, i], r_tors.phi[:, i], sample_weights=w, title=title)
     if s.energies is not None:
         finite = np.isfinite(s.energies)
         figs[f"energies {t:g} K"] = plots.plot_energy_histograms(

@@ -17,6 +17,12 @@ Conventions
   :func:`self_normalized_weights`.
 - Ramachandran histograms use FIXED bins: ``bins x bins`` equal cells on
   ``[-pi, pi)^2``, never bins that depend on the data.
+- Every noise floor compares the same two halves of the reference
+  (:func:`interleaved_halves`), for torsions (:func:`noise_floor`) and for
+  discrete basin states (:func:`basin_divergence`).
+
+The energy distances (:mod:`.energies`) and free energies and likelihoods
+(:mod:`.free_energy`) live in their own modules and are re-exported here.
 
 Results with several numbers are frozen dataclasses with ``to_dict()``.
 """
@@ -30,6 +36,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..weights import kish_ess, relative_ess, self_normalized_weights
+from ._validate import (
+    _TWO_PI,
+    ANGLE_TOLERANCE,
+    _as_angles,
+    _check_positive_int,
+    _check_same_length,
+    _check_weights,
+    wrap_angles,
+)
+from .energies import CentralEnergyDistance, central_energy_distance, histogram_overlap, wasserstein_1d
+from .free_energy import FreeEnergyDifference, NLLResult, free_energy_difference, nll
 
 __all__ = [
     "DEFAULT_BINS",
@@ -43,6 +60,7 @@ __all__ = [
     "js_divergence_histograms",
     "kl_divergence",
     "js_divergence",
+    "interleaved_halves",
     "noise_floor",
     "TorsionDivergences",
     "ramachandran_divergences",
@@ -51,6 +69,11 @@ __all__ = [
     "relative_ess",
     "wasserstein_1d",
     "histogram_overlap",
+    "CentralEnergyDistance",
+    "central_energy_distance",
+    "joint_basin_labels",
+    "BasinDivergence",
+    "basin_divergence",
     "FreeEnergyDifference",
     "free_energy_difference",
     "NLLResult",
@@ -67,85 +90,13 @@ DEFAULT_BINS: int = 30
 #: for any sample size.  JS needs none (its mixture is positive wherever p or q is).
 PSEUDO_COUNT: float = 1e-6
 
-#: How far (radians) an input torsion may lie outside [-pi, pi] (float32 rounding of pi).
-ANGLE_TOLERANCE: float = 1e-6
-
-_TWO_PI = 2.0 * np.pi
-
 #: ``metric(p_phi, p_psi, q_phi, q_psi, p_weights, q_weights) -> float``, e.g. :func:`kl_divergence`.
 TorsionMetric = Callable[
     [np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]], float
 ]
 
 
-# --------------------------------------------------------------------------- validation
-def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
-    """Float64 copy of a non-empty, finite 1-D array, or ``ValueError``."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of shape (N,), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
-
-
-def _as_angles(values: ArrayLike, name: str) -> np.ndarray:
-    """Validated 1-D torsions (radians) wrapped onto [-pi, pi)."""
-    arr = _as_1d(values, name)
-    worst = float(np.max(np.abs(arr)))
-    if worst > np.pi + ANGLE_TOLERANCE:
-        raise ValueError(
-            f"{name} must be in radians within [-pi, pi]; found |value| = {worst:.4g} "
-            "(degrees passed by mistake?)"
-        )
-    return wrap_angles(arr)
-
-
-def _check_weights(weights: Optional[ArrayLike], n: int, name: str = "weights") -> Optional[np.ndarray]:
-    """``None`` or float64 weights of shape (n,): finite, >= 0, positive sum."""
-    if weights is None:
-        return None
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"{name} has shape {w.shape} but there are {n} samples; expected shape ({n},)")
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"{name} contains NaN or inf")
-    if np.any(w < 0):
-        raise ValueError(f"{name} contains negative values")
-    if not w.sum() > 0:
-        raise ValueError(f"{name} sum to zero")
-    return w
-
-
-def _check_same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"{name_a} has {a.size} values but {name_b} has {b.size}; they must match")
-
-
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 # --------------------------------------------------------------------------- histograms
-def wrap_angles(angles: ArrayLike) -> np.ndarray:
-    """Map angles onto ``[-pi, pi)``.
-
-    Parameters
-    ----------
-    angles : array_like, any shape, radians
-
-    Returns
-    -------
-    np.ndarray, float64, same shape, radians in ``[-pi, pi)`` (``+pi`` maps to ``-pi``).
-    """
-    wrapped = np.mod(np.asarray(angles, dtype=np.float64) + np.pi, _TWO_PI) - np.pi
-    return np.where(wrapped >= np.pi, wrapped - _TWO_PI, wrapped)
-
-
 def torsion_bin_edges(bins: int = DEFAULT_BINS) -> np.ndarray:
     """Edges of the fixed torsion bins: ``(bins + 1,)`` radians from ``-pi`` to ``pi``."""
     bins = _check_positive_int(bins, "bins")
@@ -341,6 +292,38 @@ def js_divergence(
     return js_divergence_histograms(p, q)
 
 
+def interleaved_halves(n_frames: int, n_blocks: int = 20) -> Tuple[np.ndarray, np.ndarray]:
+    """Frame indices of the two halves that every noise floor compares.
+
+    The frames, in trajectory order, are cut into ``n_blocks`` contiguous
+    blocks (``np.array_split``); even-numbered blocks form half A and
+    odd-numbered ones half B.  Contiguous blocks keep correlated MD frames
+    together, so a divergence between the halves reflects how well the
+    reference itself is converged (a random split of correlated frames would
+    understate it); choose blocks longer than the correlation time.
+
+    Parameters
+    ----------
+    n_frames : int
+        Number of reference frames, >= ``n_blocks``.
+    n_blocks : int
+        Number of blocks, >= 2.
+
+    Returns
+    -------
+    half_a, half_b : np.ndarray of int64, shapes (about n_frames / 2,)
+        Sorted frame indices; together they are ``0 .. n_frames - 1``.
+    """
+    n_frames = _check_positive_int(n_frames, "n_frames")
+    n_blocks = _check_positive_int(n_blocks, "n_blocks")
+    if n_blocks < 2:
+        raise ValueError(f"n_blocks must be >= 2 to split the reference in two halves, got {n_blocks}")
+    if n_blocks > n_frames:
+        raise ValueError(f"n_blocks ({n_blocks}) exceeds the number of frames ({n_frames})")
+    blocks = np.array_split(np.arange(n_frames), n_blocks)
+    return np.concatenate(blocks[0::2]), np.concatenate(blocks[1::2])
+
+
 def noise_floor(
     phi: ArrayLike,
     psi: ArrayLike,
@@ -349,16 +332,13 @@ def noise_floor(
     *,
     n_blocks: int = 20,
 ) -> float:
-    """The reference's own value of ``metric``: first half versus second half.
+    """The reference's own value of ``metric``: one half versus the other.
 
-    The frames, in trajectory order, are cut into ``n_blocks`` contiguous
-    blocks; even-numbered blocks form half A and odd-numbered ones half B, and
-    the result is ``metric(A, B)``.  Contiguous blocks keep correlated MD frames
-    together, so the floor reflects how well the reference itself is converged
-    (a random split of correlated frames would understate it); choose blocks
-    longer than the correlation time.  Each half has about N/2 frames, so the
-    floor is, if anything, larger than the finite-sample bias of a comparison
-    that uses all N reference frames.
+    The halves are :func:`interleaved_halves` (even versus odd blocks of
+    contiguous frames) and the result is ``metric(A, B)``.  Each half has
+    about N/2 frames, so the floor is, if anything, larger than the
+    finite-sample bias of a comparison that uses all N reference frames.
+    :func:`basin_divergence` uses the same halves for its floor.
 
     Parameters
     ----------
@@ -381,14 +361,7 @@ def noise_floor(
     psi = _as_angles(psi, "psi")
     _check_same_length(phi, psi, "phi", "psi")
     w = _check_weights(weights, phi.size)
-    n_blocks = _check_positive_int(n_blocks, "n_blocks")
-    if n_blocks < 2:
-        raise ValueError(f"n_blocks must be >= 2 to split the reference in two halves, got {n_blocks}")
-    if n_blocks > phi.size:
-        raise ValueError(f"n_blocks ({n_blocks}) exceeds the number of frames ({phi.size})")
-    blocks = np.array_split(np.arange(phi.size), n_blocks)
-    half_a = np.concatenate(blocks[0::2])
-    half_b = np.concatenate(blocks[1::2])
+    half_a, half_b = interleaved_halves(phi.size, n_blocks)
     w_a = None if w is None else w[half_a]
     w_b = None if w is None else w[half_b]
     return float(metric(phi[half_a], psi[half_a], phi[half_b], psi[half_b], w_a, w_b))
@@ -476,265 +449,115 @@ def ramachandran_divergences(
     )
 
 
-# --------------------------------------------------------------------------- importance weights
-# --------------------------------------------------------------------------- energies
-def _normalized_or_uniform(weights: Optional[ArrayLike], n: int, name: str) -> np.ndarray:
-    w = _check_weights(weights, n, name)
-    return np.full(n, 1.0 / n) if w is None else w / w.sum()
+# --------------------------------------------------------------------------- joint basins
+def joint_basin_labels(codes: ArrayLike, n_basins: int = 3) -> np.ndarray:
+    """One label per frame for the basins of all residues together.
 
-
-def _cdf_at(sorted_values: np.ndarray, sorted_weights: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Weighted empirical CDF (right-continuous) of sorted values at ``points``."""
-    cumulative = np.concatenate([[0.0], np.cumsum(sorted_weights)])
-    return cumulative[np.searchsorted(sorted_values, points, side="right")]
-
-
-def wasserstein_1d(
-    a: ArrayLike,
-    b: ArrayLike,
-    weights_a: Optional[ArrayLike] = None,
-    weights_b: Optional[ArrayLike] = None,
-) -> float:
-    """1-D Wasserstein-1 (earth mover's) distance ``integral |F_a(x) - F_b(x)| dx``.
+    ``label = sum_i codes[:, i] * n_basins**i`` (residue 0 is the least
+    significant digit), so there are ``n_basins ** n_residues`` possible labels.
 
     Parameters
     ----------
-    a : array_like, shape (N_a,)
-        Samples, e.g. potential energies in kJ/mol.
-    b : array_like, shape (N_b,)
-        Samples in the same unit.
-    weights_a, weights_b : array_like, optional
-        Non-negative sample weights of shape (N_a,) and (N_b,); ``None``: equal.
+    codes : array_like of int, shape (N, n_residues)
+        Basin code of every residue in every frame, in ``[0, n_basins)`` (e.g.
+        ``observables.assign_basins`` of the (N, n_residues) phi and psi).
+    n_basins : int
+        Number of basins per residue (3 for ``observables.BASINS``).
 
     Returns
     -------
-    float, >= 0, in the unit of the samples (kJ/mol for energies).
+    np.ndarray of int64, shape (N,)
     """
-    a = _as_1d(a, "a")
-    b = _as_1d(b, "b")
-    wa = _normalized_or_uniform(weights_a, a.size, "weights_a")
-    wb = _normalized_or_uniform(weights_b, b.size, "weights_b")
-    order_a, order_b = np.argsort(a), np.argsort(b)
-    points = np.sort(np.concatenate([a, b]))
-    cdf_a = _cdf_at(a[order_a], wa[order_a], points[:-1])
-    cdf_b = _cdf_at(b[order_b], wb[order_b], points[:-1])
-    return float(np.sum(np.abs(cdf_a - cdf_b) * np.diff(points)))
-
-
-def histogram_overlap(
-    a: ArrayLike,
-    b: ArrayLike,
-    weights_a: Optional[ArrayLike] = None,
-    weights_b: Optional[ArrayLike] = None,
-    *,
-    bins: int = 100,
-    value_range: Optional[Tuple[float, float]] = None,
-) -> float:
-    """Overlap coefficient ``sum_k min(p_k, q_k)`` of two histograms on shared bins.
-
-    The bins are ``bins`` equal cells on ``value_range`` plus one underflow and
-    one overflow cell, so samples outside the range (e.g. clashing flow samples
-    with huge energies) still count: mass there that the other sample lacks
-    lowers the overlap.
-
-    Parameters
-    ----------
-    a : array_like, shape (N_a,)
-        Samples, e.g. model energies in kJ/mol.
-    b : array_like, shape (N_b,)
-        Reference samples in the same unit.
-    weights_a, weights_b : array_like, optional
-        Non-negative sample weights of shape (N_a,) and (N_b,); ``None``: equal.
-    bins : int
-        Number of cells inside ``value_range``.
-    value_range : (float, float), optional
-        ``(low, high)`` in the samples' unit; default: the range of ``b``.
-
-    Returns
-    -------
-    float in ``[0, 1]``: 1 for identical histograms, 0 for disjoint ones.
-    """
-    bins = _check_positive_int(bins, "bins")
-    a = _as_1d(a, "a")
-    b = _as_1d(b, "b")
-    wa = _normalized_or_uniform(weights_a, a.size, "weights_a")
-    wb = _normalized_or_uniform(weights_b, b.size, "weights_b")
-    low, high = (float(b.min()), float(b.max())) if value_range is None else map(float, value_range)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(
-            f"value_range must be finite with low < high, got ({low}, {high})"
-            + ("; all reference values are equal, pass value_range" if value_range is None else "")
-        )
-    edges = np.linspace(low, high, bins + 1)
-
-    def masses(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        cell = np.searchsorted(edges, x, side="right")  # 0: underflow, bins + 1: overflow
-        cell[x == high] = bins  # the last cell is closed on the right
-        return np.bincount(cell, weights=w, minlength=bins + 2)
-
-    return float(np.clip(np.sum(np.minimum(masses(a, wa), masses(b, wb))), 0.0, 1.0))
-
-
-# --------------------------------------------------------------------------- free energies
-@dataclass(frozen=True)
-class FreeEnergyDifference:
-    """``F_a - F_b = -log(P_a / P_b)`` in kT, with its block-bootstrap standard error.
-
-    ``stderr`` is ``inf`` when a bootstrap replicate contains no weight in one
-    of the basins (too few samples there to tell).  ``prob_a`` and ``prob_b``
-    are the weighted basin populations (fractions of the total weight).
-    """
-
-    value: float
-    stderr: float
-    prob_a: float
-    prob_b: float
-    a: int
-    b: int
-    n_bootstrap: int
-    block_size: int
-
-    def to_dict(self) -> dict:
-        """Plain ``dict`` of the fields (JSON-ready)."""
-        return asdict(self)
-
-
-def free_energy_difference(
-    basin_codes: ArrayLike,
-    weights: Optional[ArrayLike] = None,
-    *,
-    a: int,
-    b: int,
-    n_bootstrap: int = 1000,
-    block_size: int = 1,
-    seed: int = 0,
-) -> FreeEnergyDifference:
-    """Free-energy difference between basins ``a`` and ``b`` from (weighted) samples.
-
-    ``F_a - F_b = -log(W_a / W_b)`` where ``W_k`` is the total weight of the
-    samples in basin ``k``.  The standard error is a non-overlapping block
-    bootstrap: samples are cut into consecutive blocks of ``block_size`` (the
-    last may be shorter), blocks are drawn with replacement, and the standard
-    deviation of the replicates is reported.  Use ``block_size=1`` for
-    independent samples (flow samples) and blocks longer than the correlation
-    time for MD frames.
-
-    Parameters
-    ----------
-    basin_codes : array_like of int, shape (N,)
-        Basin of every sample (e.g. from ``observables.assign_basins``), in
-        trajectory order.
-    weights : array_like, shape (N,), optional
-        Non-negative, unnormalized sample weights; ``None``: equal.
-    a, b : int
-        Basin codes to compare; must differ.
-    n_bootstrap : int
-        Number of bootstrap replicates, >= 2.
-    block_size : int
-        Samples per bootstrap block, in ``[1, N]``.
-    seed : int
-        Seed of the bootstrap's random generator (results are reproducible).
-
-    Returns
-    -------
-    FreeEnergyDifference, values in kT.
-    """
-    codes = np.asarray(basin_codes)
-    if codes.ndim != 1:
-        raise ValueError(f"basin_codes must be a 1-D array of shape (N,), got shape {codes.shape}")
-    if codes.size == 0:
-        raise ValueError("basin_codes is empty")
+    codes = np.asarray(codes)
+    n_basins = _check_positive_int(n_basins, "n_basins")
+    if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ValueError(f"codes must have shape (N, n_residues) with N, n_residues >= 1, got {codes.shape}")
     if not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"basin_codes must be integers, got dtype {codes.dtype}")
-    if a == b:
-        raise ValueError(f"basins a and b must differ, both are {a}")
-    n = codes.size
-    w = _check_weights(weights, n)
-    w = np.ones(n) if w is None else w
-    n_bootstrap = _check_positive_int(n_bootstrap, "n_bootstrap")
-    if n_bootstrap < 2:
-        raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
-    block_size = _check_positive_int(block_size, "block_size")
-    if block_size > n:
-        raise ValueError(f"block_size ({block_size}) exceeds the number of samples ({n})")
-
-    w_a = np.where(codes == a, w, 0.0)
-    w_b = np.where(codes == b, w, 0.0)
-    total_a, total_b = w_a.sum(), w_b.sum()
-    for code, total in ((a, total_a), (b, total_b)):
-        if not total > 0:
-            raise ValueError(f"basin {code} has no samples with positive weight")
-
-    block = np.arange(n) // block_size
-    n_blocks = int(block[-1]) + 1
-    block_a = np.bincount(block, weights=w_a, minlength=n_blocks)
-    block_b = np.bincount(block, weights=w_b, minlength=n_blocks)
-    rng = np.random.default_rng(seed)
-    replicates = np.empty(n_bootstrap)
-    chunk = max(1, 1_000_000 // n_blocks)  # bounds the (chunk, n_blocks) index array
-    for start in range(0, n_bootstrap, chunk):
-        stop = min(start + chunk, n_bootstrap)
-        drawn = rng.integers(0, n_blocks, size=(stop - start, n_blocks))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            replicates[start:stop] = np.log(block_b[drawn].sum(axis=1)) - np.log(block_a[drawn].sum(axis=1))
-    stderr = float(np.std(replicates, ddof=1)) if np.all(np.isfinite(replicates)) else math.inf
-    total = w.sum()
-    return FreeEnergyDifference(
-        value=float(np.log(total_b) - np.log(total_a)),
-        stderr=stderr,
-        prob_a=float(total_a / total),
-        prob_b=float(total_b / total),
-        a=int(a),
-        b=int(b),
-        n_bootstrap=n_bootstrap,
-        block_size=block_size,
-    )
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+    if codes.min() < 0 or codes.max() >= n_basins:
+        raise ValueError(f"codes must lie in [0, {n_basins}), found [{codes.min()}, {codes.max()}]")
+    if n_basins ** codes.shape[1] > np.iinfo(np.int64).max:
+        raise ValueError(f"{n_basins}^{codes.shape[1]} joint labels do not fit in int64")
+    return codes.astype(np.int64) @ (n_basins ** np.arange(codes.shape[1], dtype=np.int64))
 
 
-# --------------------------------------------------------------------------- likelihood
 @dataclass(frozen=True)
-class NLLResult:
-    """Mean negative log-likelihood and its standard error (block means), in nats."""
+class BasinDivergence:
+    """JS divergence (nats) of the populations of discrete states, with its noise floor.
 
-    mean: float
-    stderr: float
-    n: int
-    block_size: int
+    ``js_floor`` is the same divergence between the two
+    :func:`interleaved_halves` of the reference.  ``n_states_occupied`` counts
+    the states with weight in the samples or the reference (only those enter
+    the divergence; the others add zero).
+    """
+
+    js: float
+    js_floor: float
+    n_states_occupied: int
+    n_blocks: int
 
     def to_dict(self) -> dict:
         """Plain ``dict`` of the fields (JSON-ready)."""
         return asdict(self)
 
 
-def nll(log_prob: ArrayLike, block_size: int = 1) -> NLLResult:
-    """Mean of ``-log_prob`` with a block standard error.
+def _labels(values: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of shape (N,), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def basin_divergence(
+    sample_labels: ArrayLike,
+    ref_labels: ArrayLike,
+    sample_weights: Optional[ArrayLike] = None,
+    ref_weights: Optional[ArrayLike] = None,
+    *,
+    n_blocks: int = 20,
+) -> BasinDivergence:
+    """JS divergence between the state populations of samples and reference.
+
+    Populations are the (weighted) fractions of the frames with each label;
+    ``JS = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``, as in
+    :func:`js_divergence_histograms`.  Only the labels that occur matter, so
+    the 3^n joint basin states of a long peptide cost no memory.
 
     Parameters
     ----------
-    log_prob : array_like, shape (N,)
-        Model log-density of each test frame in nats (for Cartesian frames:
-        log of a density in nm^-3n_atoms, including the IC log-det), in
-        trajectory order.
-    block_size : int
-        Frames per block for the standard error: the standard deviation of the
-        means of the ``N // block_size`` full blocks (at least 2) divided by
-        the square root of their number.  1 for independent frames.
+    sample_labels : array_like of int, shape (N_s,)
+        State of every sample, e.g. :func:`joint_basin_labels`.
+    ref_labels : array_like of int, shape (N_r,)
+        State of every reference frame, in trajectory order (for the floor).
+    sample_weights, ref_weights : array_like, optional
+        Non-negative weights of shape (N_s,) and (N_r,); ``None``: equal.
+    n_blocks : int
+        Blocks of :func:`interleaved_halves` for the noise floor.
 
     Returns
     -------
-    NLLResult: ``mean`` over all N frames and ``stderr``, in nats per frame.
+    BasinDivergence, nats.
     """
-    values = -_as_1d(log_prob, "log_prob")
-    block_size = _check_positive_int(block_size, "block_size")
-    n_blocks = values.size // block_size
-    if n_blocks < 2:
-        raise ValueError(
-            f"need at least 2 full blocks for a standard error: {values.size} frames, block_size {block_size}"
-        )
-    block_means = values[: n_blocks * block_size].reshape(n_blocks, block_size).mean(axis=1)
-    return NLLResult(
-        mean=float(values.mean()),
-        stderr=float(np.std(block_means, ddof=1) / math.sqrt(n_blocks)),
-        n=int(values.size),
-        block_size=block_size,
+    s = _labels(sample_labels, "sample_labels")
+    r = _labels(ref_labels, "ref_labels")
+    ws = _check_weights(sample_weights, s.size, "sample_weights")
+    wr = _check_weights(ref_weights, r.size, "ref_weights")
+    states, index = np.unique(np.concatenate([s, r]), return_inverse=True)
+    s_index, r_index = index[: s.size], index[s.size:]
+
+    def populations(idx: np.ndarray, w: Optional[np.ndarray]) -> np.ndarray:
+        return np.bincount(idx, weights=w, minlength=states.size)
+
+    half_a, half_b = interleaved_halves(r.size, n_blocks)
+    floor = js_divergence_histograms(
+        populations(r_index[half_a], None if wr is None else wr[half_a]),
+        populations(r_index[half_b], None if wr is None else wr[half_b]),
+    )
+    return BasinDivergence(
+        js=js_divergence_histograms(populations(s_index, ws), populations(r_index, wr)),
+        js_floor=floor,
+        n_states_occupied=int(states.size),
+        n_blocks=int(n_blocks),
     )

@@ -1,10 +1,13 @@
 """Observables of molecular configurations: backbone torsions and basins.
 
 The only module of :mod:`trade_md.analysis` that imports mdtraj.  Angles are
-in radians on ``[-pi, pi)``; positions in nm.
+in radians on ``[-pi, pi)``; positions in nm.  :func:`residue_torsions` maps
+every phi/psi column to its residue, named like ``"ALA2"`` (residue name and
+sequence number): alanine dipeptide (ACE1-ALA2-NME3) has one such residue,
+Ace-Ala3-Nme three (ALA2, ALA3, ALA4).
 
-Basins of alanine dipeptide
----------------------------
+Basins of alanine dipeptide (and of every residue of a peptide)
+---------------------------------------------------------------
 :func:`assign_basins` labels every (phi, psi) pair with one of three regions
 (codes index :data:`BASINS`):
 
@@ -31,7 +34,8 @@ free-energy difference reported for alanine dipeptide.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import mdtraj
 import numpy as np
@@ -48,6 +52,9 @@ __all__ = [
     "ALPHA_R_PSI_RANGE",
     "backbone_torsions",
     "ramachandran",
+    "ResidueTorsions",
+    "residue_torsions",
+    "residue_label",
     "assign_basins",
 ]
 
@@ -63,28 +70,13 @@ PHI_POSITIVE_RANGE: Tuple[float, float] = (0.0, 2.1)
 ALPHA_R_PSI_RANGE: Tuple[float, float] = (-2.2, 1.0)
 
 
-def backbone_torsions(traj: mdtraj.Trajectory) -> Tuple[np.ndarray, np.ndarray]:
-    """Backbone phi and psi of every residue that has both.
+def residue_label(residue: mdtraj.core.topology.Residue) -> str:
+    """Name of a residue in reports: residue name and sequence number, e.g. ``"ALA2"``."""
+    return f"{residue.name}{residue.resSeq}"
 
-    phi of residue i is the dihedral C(i-1)-N(i)-CA(i)-C(i), psi is
-    N(i)-CA(i)-C(i)-N(i+1) (mdtraj's definitions, IUPAC sign).  For alanine
-    dipeptide (ACE-ALA-NME) only ALA has both, so the arrays have one column.
 
-    Parameters
-    ----------
-    traj : mdtraj.Trajectory
-        Frames of a peptide; positions in nm.
-
-    Returns
-    -------
-    phi, psi : np.ndarray, each shape (n_frames, n_residues_with_both), float64
-        Radians in ``[-pi, pi)``; columns in residue order.
-
-    Raises
-    ------
-    ValueError
-        If the trajectory has no frames or no residue has both phi and psi.
-    """
+def _torsions_by_residue(traj: mdtraj.Trajectory) -> Tuple[np.ndarray, np.ndarray, List[int]]:
+    """phi, psi (N, R) radians and the R topology indices of the residues that have both."""
     if not isinstance(traj, mdtraj.Trajectory):
         raise TypeError(f"traj must be an mdtraj.Trajectory, got {type(traj).__name__}")
     if traj.n_frames == 0:
@@ -105,7 +97,90 @@ def backbone_torsions(traj: mdtraj.Trajectory) -> Tuple[np.ndarray, np.ndarray]:
     psi_column = {r: k for k, r in enumerate(psi_residues)}
     phi = phi[:, [phi_column[r] for r in both]]
     psi = psi[:, [psi_column[r] for r in both]]
-    return wrap_angles(phi), wrap_angles(psi)
+    return wrap_angles(phi), wrap_angles(psi), both
+
+
+def backbone_torsions(traj: mdtraj.Trajectory) -> Tuple[np.ndarray, np.ndarray]:
+    """Backbone phi and psi of every residue that has both.
+
+    phi of residue i is the dihedral C(i-1)-N(i)-CA(i)-C(i), psi is
+    N(i)-CA(i)-C(i)-N(i+1) (mdtraj's definitions, IUPAC sign).  For alanine
+    dipeptide (ACE-ALA-NME) only ALA has both, so the arrays have one column.
+    :func:`residue_torsions` also names the residues.
+
+    Parameters
+    ----------
+    traj : mdtraj.Trajectory
+        Frames of a peptide; positions in nm.
+
+    Returns
+    -------
+    phi, psi : np.ndarray, each shape (n_frames, n_residues_with_both), float64
+        Radians in ``[-pi, pi)``; columns in residue order.
+
+    Raises
+    ------
+    ValueError
+        If the trajectory has no frames or no residue has both phi and psi.
+    """
+    phi, psi, _ = _torsions_by_residue(traj)
+    return phi, psi
+
+
+@dataclass(frozen=True)
+class ResidueTorsions:
+    """Backbone torsions of the residues that have both phi and psi, with their names.
+
+    Attributes
+    ----------
+    names : tuple of str, length R
+        :func:`residue_label` of each residue (``"ALA2"``), in residue order;
+        unique (a chain index is appended when two chains repeat a label).
+    phi, psi : np.ndarray, shape (n_frames, R), float64
+        Radians in ``[-pi, pi)``; column ``i`` belongs to ``names[i]``.
+    """
+
+    names: Tuple[str, ...]
+    phi: np.ndarray
+    psi: np.ndarray
+
+    def __len__(self) -> int:
+        """Number of residues R."""
+        return len(self.names)
+
+
+def residue_torsions(xyz: ArrayLike, topology: mdtraj.Topology) -> ResidueTorsions:
+    """phi and psi of every residue that has both, mapped to named residues.
+
+    Parameters
+    ----------
+    xyz : array_like, shape (B, n_atoms, 3), nm
+    topology : mdtraj.Topology
+        Topology with ``n_atoms`` atoms, in the order of ``xyz``.
+
+    Returns
+    -------
+    ResidueTorsions with R columns (one for alanine dipeptide, named ``"ALA2"``).
+    """
+    phi, psi, residues = _torsions_by_residue(_trajectory(xyz, topology))
+    names = [residue_label(topology.residue(r)) for r in residues]
+    if len(set(names)) < len(names):  # several chains: make the labels unique
+        names = [f"{residue_label(topology.residue(r))}:{topology.residue(r).chain.index}" for r in residues]
+    return ResidueTorsions(tuple(names), phi, psi)
+
+
+def _trajectory(xyz: ArrayLike, topology: mdtraj.Topology) -> mdtraj.Trajectory:
+    """Validated frames as an mdtraj trajectory."""
+    if not isinstance(topology, mdtraj.Topology):
+        raise TypeError(f"topology must be an mdtraj.Topology, got {type(topology).__name__}")
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if xyz.ndim != 3 or xyz.shape[1:] != (topology.n_atoms, 3):
+        raise ValueError(f"xyz must have shape (B, {topology.n_atoms}, 3) in nm, got {xyz.shape}")
+    if xyz.shape[0] == 0:
+        raise ValueError("xyz has no frames")
+    if not np.all(np.isfinite(xyz)):
+        raise ValueError("xyz contains NaN or inf")
+    return mdtraj.Trajectory(xyz, topology)
 
 
 def ramachandran(xyz: ArrayLike, topology: mdtraj.Topology) -> Tuple[np.ndarray, np.ndarray]:
@@ -122,16 +197,7 @@ def ramachandran(xyz: ArrayLike, topology: mdtraj.Topology) -> Tuple[np.ndarray,
     -------
     phi, psi : np.ndarray, each shape (B, n_residues_with_both), radians in ``[-pi, pi)``.
     """
-    if not isinstance(topology, mdtraj.Topology):
-        raise TypeError(f"topology must be an mdtraj.Topology, got {type(topology).__name__}")
-    xyz = np.asarray(xyz, dtype=np.float64)
-    if xyz.ndim != 3 or xyz.shape[1:] != (topology.n_atoms, 3):
-        raise ValueError(f"xyz must have shape (B, {topology.n_atoms}, 3) in nm, got {xyz.shape}")
-    if xyz.shape[0] == 0:
-        raise ValueError("xyz has no frames")
-    if not np.all(np.isfinite(xyz)):
-        raise ValueError("xyz contains NaN or inf")
-    return backbone_torsions(mdtraj.Trajectory(xyz, topology))
+    return backbone_torsions(_trajectory(xyz, topology))
 
 
 def assign_basins(phi: ArrayLike, psi: ArrayLike) -> np.ndarray:

@@ -17,14 +17,8 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from .._io import PathLike, atomic_path
-from .metrics import (
-    _as_1d,
-    _check_positive_int,
-    _check_weights,
-    histogram1d_torsion,
-    histogram2d_torsions,
-    torsion_bin_edges,
-)
+from ._validate import _as_1d, _check_positive_int, _check_weights
+from .metrics import histogram1d_torsion, histogram2d_torsions, torsion_bin_edges
 
 __all__ = [
     "plot_ramachandran",

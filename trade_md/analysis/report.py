@@ -5,6 +5,7 @@ numpy), strings, booleans, ``None``, lists/arrays, nested mappings, or
 objects with a ``to_dict()`` method (the metric dataclasses).
 
 In ``report.md``
+- an optional ``preamble`` (Markdown) comes first, right under the title;
 - top-level entries that are not mappings form a "Summary" table;
 - every top-level mapping (e.g. one temperature) becomes a section with a
   table ``metric | value | noise floor``; nested mappings are flattened to
@@ -126,8 +127,10 @@ def _section_table(section: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _markdown(title: str, metrics: Dict[str, Any], figures: Dict[str, str]) -> str:
+def _markdown(title: str, metrics: Dict[str, Any], figures: Dict[str, str], preamble: Optional[str]) -> str:
     lines = [f"# {title}", ""]
+    if preamble:
+        lines += [preamble.strip("\n"), ""]
     summary = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     if summary:
         lines += ["## Summary", "", "| metric | value |", "|---|---|"]
@@ -149,6 +152,7 @@ def write_report(
     figures: Optional[Mapping[str, PathLike]] = None,
     *,
     title: str = "trade_md evaluation",
+    preamble: Optional[str] = None,
 ) -> ReportFiles:
     """Write ``metrics.json`` and ``report.md`` into ``out_dir`` (created if missing).
 
@@ -165,6 +169,9 @@ def write_report(
         Existing image files, embedded in order.
     title : str
         Heading of ``report.md``.
+    preamble : str, optional
+        Markdown placed right under the heading, before every table (e.g. the
+        verdict summary of :func:`~trade_md.analysis.summary.summary_markdown`).
 
     Returns
     -------
@@ -190,5 +197,5 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(metrics_json=out_dir / "metrics.json", report_md=out_dir / "report.md")
     atomic_write_text(files.metrics_json, json.dumps(_json_safe(plain), indent=2, allow_nan=False) + "\n")
-    atomic_write_text(files.report_md, _markdown(title, plain, links))
+    atomic_write_text(files.report_md, _markdown(title, plain, links, preamble))
     return files
