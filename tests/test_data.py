@@ -72,3 +72,23 @@ def test_bad_temperature_and_shapes(ala2, ala2_frames):
         ReferenceData(ala2_frames, np.zeros(200), -1.0, np.arange(200.0), ala2.topology)
     with pytest.raises(ValueError, match="shape"):
         ReferenceData(ala2_frames, np.zeros(199), 300.0, np.arange(200.0), ala2.topology)
+
+
+def test_samples_file_is_not_an_md_reference(ala2, ala2_frames, tmp_path):
+    from trade_md.generator import Samples
+
+    path = tmp_path / "samples.h5"
+    Samples(ala2_frames[:10], np.zeros(10), 600.0, ala2.topology, np.zeros(10), np.zeros(10)).save(path)
+    with pytest.raises(ValueError, match=f"{path} holds generated samples, not an MD reference"):
+        ReferenceData.load(path)
+    with pytest.raises(ValueError, match=f"{path} holds generated samples, not an MD reference"):
+        ReferenceData.load(path, system=ala2)
+
+
+def test_md_reference_is_not_a_samples_file(data, tmp_path):
+    from trade_md.generator import Samples
+
+    path = tmp_path / "ref.h5"
+    data.save(path)
+    with pytest.raises(ValueError, match=f"{path} holds an MD reference, not generated samples"):
+        Samples.load(path)

@@ -151,6 +151,61 @@ def test_bad_coordinates(ala2_energy, make, match):
         ala2_energy.energy(make())
 
 
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda x: x.tolist(),
+        lambda x: [list(map(list, frame)) for frame in x.astype(np.float32)],
+        lambda x: x.astype(np.float32),
+        lambda x: x.astype(np.longdouble),
+        lambda x: x.astype(">f8"),  # big-endian
+        lambda x: np.asfortranarray(x),
+        lambda x: x[:, ::-1][:, ::-1],  # a non-contiguous view
+    ],
+)
+def test_array_likes_give_the_energies_of_float64_numpy(ala2_energy, ala2_frames, convert):
+    x = ala2_frames[:3]
+    e, f = ala2_energy.energy_and_forces(x)
+    y = convert(x)
+    tol = dict(rtol=1e-4, atol=1e-3) if np.asarray(y).dtype == np.float32 else dict(rtol=1e-12, atol=1e-9)
+    e2 = ala2_energy.energy(y)
+    assert isinstance(e2, np.ndarray) and e2.dtype == np.float64 and e2.shape == (3,)
+    np.testing.assert_allclose(e2, e, **tol)
+    np.testing.assert_allclose(ala2_energy.forces(y), f, **{k: 100 * v for k, v in tol.items()})
+
+
+def test_half_precision_and_integer_tensors(ala2_energy, ala2_frames):
+    x = torch.tensor(ala2_frames[:2])
+    for dtype in (torch.float16, torch.bfloat16):  # numpy has no bfloat16
+        e = ala2_energy.energy(x.to(dtype))
+        assert e.dtype == dtype and e.shape == (2,)
+        torch.testing.assert_close(e.double(), ala2_energy.energy(x.to(dtype).double()).to(dtype).double())
+    grid = torch.arange(66).reshape(1, 22, 3)  # integer nm: atoms far apart, a finite energy
+    e_int = ala2_energy.energy(grid)
+    assert e_int.dtype == torch.float64  # energies are not truncated to integers
+    np.testing.assert_allclose(e_int.numpy(), ala2_energy.energy(grid.numpy()), rtol=1e-12)
+    assert np.isfinite(e_int.numpy()).all() and e_int.numpy()[0] != np.round(e_int.numpy()[0])
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ([[[0.0, 0.0, 0.0]] * 22, [[0.0, 0.0]] * 22], ValueError, r"\(batch, 22, 3\); got a ragged sequence"),
+        ("coordinates", TypeError, r"\(batch, 22, 3\).*dtype"),
+        (np.zeros((1, 22, 3), dtype=complex), TypeError, r"\(batch, 22, 3\).*complex"),
+        (np.zeros((22, 3)), ValueError, r"\(batch, 22, 3\); got shape \(22, 3\).*x\[None\]"),
+        ([[0.1, 0.2, 0.3]] * 22, ValueError, r"x\[None\]"),
+        (np.zeros((2, 22)), ValueError, r"in nm of shape \(batch, 22, 3\); got shape \(2, 22\)"),
+        (torch.zeros(2, 22, 3, dtype=torch.bool), TypeError, "dtype torch.bool"),
+    ],
+)
+def test_what_the_energy_needs_is_said_precisely(ala2_energy, bad, error, match):
+    with pytest.raises(error, match=match):
+        ala2_energy.energy(bad)
+    with pytest.raises(error, match=match):
+        ala2_energy.forces(bad)
+
+
 def test_bad_temperature(ala2_energy, ala2_frames):
     with pytest.raises(ValueError, match="temperature"):
         ala2_energy.reduced_energy(ala2_frames[:2], -1.0)

@@ -67,6 +67,17 @@ def test_samples_save_load_round_trip(bg, ala2, tmp_path):
     assert mdtraj.load(str(path)).n_frames == 20
 
 
+def test_samples_save_refuses_to_overwrite_by_default(bg, tmp_path):
+    path = tmp_path / "s.h5"
+    path.write_bytes(b"precious")
+    s = bg.sample(5, 450.0, energies=False)
+    with pytest.raises(FileExistsError, match=f"{path} exists.*overwrite"):
+        s.save(path)
+    assert path.read_bytes() == b"precious"
+    s.save(path, overwrite=True)
+    assert len(Samples.load(path)) == 5
+
+
 def test_model_save_load_identical_log_prob(bg, ala2_frames, tmp_path):
     path = tmp_path / "m.pt"
     bg.save(path)

@@ -14,7 +14,7 @@ import pytest
 from trade_md import units
 from trade_md.data import ReferenceData
 from trade_md.energy import OpenMMEnergy
-from trade_md.simulate import parallel_tempering, simulate
+from trade_md.simulate import simulate
 from trade_md.system import MolecularSystem
 
 pytestmark = pytest.mark.openmm
@@ -134,30 +134,3 @@ def test_unwritable_output(ala2, tmp_path):
     blocker.write_text("")
     with pytest.raises(FileNotFoundError, match="folder"):
         simulate(ala2, 300.0, 0.001, out=blocker / "out.h5", progress=False)
-
-
-def test_parallel_tempering_exports_one_set_per_temperature(ala2, tmp_path):
-    res = parallel_tempering(ala2, [300.0, 330.0, 360.0], nanoseconds=0.01, equilibration_ps=1.0,
-                             seed=4, out=tmp_path / "pt.nc", progress=False)
-    assert sorted(res) == [300.0, 330.0, 360.0]
-    for t, data in res.items():
-        assert len(data) == 10 and data.temperature == t
-        np.testing.assert_allclose(data.energies, OpenMMEnergy(ala2).energy(data.xyz.astype(np.float64)))
-    acc = res[300.0].metadata["swap_acceptance"]
-    assert len(acc) == 2 and all(0.0 <= a <= 1.0 for a in acc) and max(acc) > 0
-    with pytest.raises(FileExistsError):
-        parallel_tempering(ala2, [300.0, 330.0], 0.01, out=tmp_path / "pt.nc", progress=False)
-
-
-def test_parallel_tempering_samples_the_right_temperature():
-    """Equipartition at both temperatures of a PT run: a replica that swapped in from the hot
-    state must not carry its hot velocities into the cold state's configurations."""
-    system = harmonic_oscillators(n=2)  # few degrees of freedom: most swaps are accepted
-    res = parallel_tempering(system, [300.0, 450.0], nanoseconds=0.1, report_interval_ps=0.1, timestep_fs=1.0,
-                             friction_per_ps=0.2, equilibration_ps=2.0, seed=5, progress=False)
-    assert min(res[300.0].metadata["swap_acceptance"]) > 0.3
-    for t, data in res.items():
-        expected = 1.5 * units.KB * t * system.n_atoms
-        g = statistical_inefficiency(data.energies)
-        stderr = data.energies.std() * np.sqrt(g / len(data))
-        assert abs(data.energies.mean() - expected) < 6 * stderr, (t, data.energies.mean(), expected, stderr)

@@ -7,29 +7,38 @@ import yaml
 
 from trade_md.cli import main
 from trade_md.config import ConfigError
+from trade_md.data import ReferenceData
 from trade_md.generator import BoltzmannGenerator, Samples
 from trade_md.simulate import simulate
+from trade_md.workflow import DataSection, WorkflowConfig
 
 
-def tiny_workflow(tmp_path, ala2, method="trade_grid"):
+@pytest.fixture(scope="module")
+def md_dir(tmp_path_factory, ala2):
+    """0.1 ns of MD at 450 K and 600 K (shared by the tests of this module; never written to)."""
+    folder = tmp_path_factory.mktemp("md")
     for t in (450.0, 600.0):
-        simulate(ala2, t, 0.1, report_interval_ps=0.5, seed=3, out=tmp_path / f"md_{t:g}K.h5",
+        simulate(ala2, t, 0.1, report_interval_ps=0.5, seed=3, out=folder / f"md_{t:g}K.h5",
                  equilibration_ps=2.0, progress=False)
+    return folder
+
+
+def tiny_workflow(tmp_path, md_dir, method="trade_grid"):
     return {
         "out_dir": str(tmp_path / "run"),
-        "data": {"train": str(tmp_path / "md_600K.h5"), "validation_fraction": 0.2, "block_frames": 10},
+        "data": {"train": str(md_dir / "md_600K.h5"), "validation_fraction": 0.2, "block_frames": 10},
         "model": {"flow": {"hidden": [16], "bins": 4}, "dtype": "float64"},
         "transfer": {"method": method, "condition_range": [400.0, 700.0], "warmup_steps": 4, "ramp_steps": 4,
                      "widen_steps": 4, "grid_size": 3, "snis_samples": 16, "refresh_every": 2},
         "optim": {"steps": 12, "batch_size": 16, "lr": 1e-3},
         "run": {"checkpoint_every": 4, "validate_every": 4, "progress": False},
         "sample": {"temperatures": [450.0, 600.0], "n": 32},
-        "evaluate": {"references": {450: str(tmp_path / "md_450K.h5"), 600: str(tmp_path / "md_600K.h5")}},
+        "evaluate": {"references": {450: str(md_dir / "md_450K.h5"), 600: str(md_dir / "md_600K.h5")}},
     }
 
 
-def test_workflow_end_to_end(tmp_path, ala2):
-    cfg = tiny_workflow(tmp_path, ala2)
+def test_workflow_end_to_end(tmp_path, ala2, md_dir):
+    cfg = tiny_workflow(tmp_path, md_dir)
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path)]) == 0
@@ -44,10 +53,69 @@ def test_workflow_end_to_end(tmp_path, ala2):
     assert model.reference_temperature == 600.0
     s = Samples.load(run / "samples_450K.h5", system=ala2)
     assert len(s) == 32 and np.all(s.temperature == 450.0)
-    # a second run resumes: nothing is retrained or resampled
-    before = (run / "samples_450K.h5").stat().st_mtime_ns
+    # a second run resumes: nothing is retrained, resampled or rewritten
+    before = outputs(run)
     assert main(["run", str(path)]) == 0
-    assert (run / "samples_450K.h5").stat().st_mtime_ns == before
+    assert outputs(run) == before
+
+
+def outputs(run):
+    """Modification times of the workflow's outputs (None: missing)."""
+    names = ("model.pt", "samples_450K.h5", "samples_600K.h5", "report/metrics.json", "workflow.yaml")
+    return {n: (run / n).stat().st_mtime_ns if (run / n).exists() else None for n in names}
+
+
+def test_rerun_redoes_exactly_the_stages_whose_settings_changed(tmp_path, md_dir, capsys):
+    """Stale results: a rerun after editing the workflow redoes what the edit touches, never reuses it silently."""
+    cfg = tiny_workflow(tmp_path, md_dir)
+    cfg["evaluate"]["references"] = {450: str(md_dir / "md_450K.h5")}  # one set of figures is enough here
+    path, run = tmp_path / "wf.yaml", tmp_path / "run"
+
+    def rerun(code=0, **edits):
+        for dotted, value in edits.items():
+            section, _, key = dotted.rpartition("__")
+            (cfg[section] if section else cfg)[key] = value
+        path.write_text(yaml.safe_dump(cfg))
+        capsys.readouterr()
+        assert main(["run", str(path)]) == code
+        return capsys.readouterr()
+
+    def saved():
+        return yaml.safe_load((run / "workflow.yaml").read_text())
+
+    rerun()
+    first = outputs(run)
+    # runtime-only keys redo nothing, and workflow.yaml keeps describing the outputs
+    out = rerun(platform="Reference", energy_workers=2).out
+    assert "up to date: skipping training" in out and outputs(run) == first
+    assert saved()["platform"] is None and saved()["energy_workers"] == 1
+    # sample section: samples and report are redone, the model is kept
+    out = rerun(sample__n=40).out
+    assert "sample changed (sample.n: 32 -> 40): redoing the samples at 450 K" in out
+    second = outputs(run)
+    assert second["model.pt"] == first["model.pt"]
+    assert all(second[n] != first[n] for n in ("samples_450K.h5", "samples_600K.h5", "report/metrics.json"))
+    assert len(Samples.load(run / "samples_600K.h5")) == 40 and saved()["sample"]["n"] == 40
+    # optim section: training and everything after it are redone
+    out = rerun(optim__lr=2e-3).out
+    assert "optim changed (optim.lr: 0.001 -> 0.002): redoing training, sampling and evaluation" in out
+    third = outputs(run)
+    assert all(third[n] != second[n] for n in third)
+    assert saved()["optim"]["lr"] == 2e-3
+    # an unfinished training (killed before model.pt) is not resumed with other settings
+    (run / "model.pt").unlink()
+    err = rerun(code=2, optim__lr=3e-3).err
+    assert "unfinished" in err and "optim.lr: 0.002 -> 0.003" in err and "Traceback" not in err
+    assert saved()["optim"]["lr"] == 2e-3 and not (run / "model.pt").exists()
+    # with the settings it was started with, it resumes; the samples made from it stay
+    out = rerun(optim__lr=2e-3).out
+    assert "resuming the training" in out and (run / "model.pt").exists()
+    assert outputs(run)["samples_450K.h5"] == third["samples_450K.h5"]
+    # a temperature dropped from the list: its samples are removed, and the report made from them
+    out = rerun(sample__temperatures=[600.0]).out
+    assert "450 K is no longer in sample.temperatures: removing" in out
+    assert not (run / "samples_450K.h5").exists() and not (run / "report").exists()
+    assert outputs(run)["samples_600K.h5"] == third["samples_600K.h5"]
 
 
 def test_misspelled_workflow_key_is_an_error(tmp_path, capsys):
@@ -67,3 +135,37 @@ def test_missing_reference_data_is_a_clear_error(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "r"), "data": {"train": str(tmp_path / "no.h5")}}))
     assert main(["run", str(path)]) == 2
     assert "no.h5 not found" in capsys.readouterr().err
+
+
+def test_simulated_training_data_is_redone_when_its_settings_change(tmp_path, ala2, monkeypatch):
+    """The data stage: a file the workflow simulated is simulated again when data.seed/... change; a file it
+    did not make is never overwritten (refused if it was simulated with other settings)."""
+    from trade_md import workflow
+
+    calls = []
+
+    def fake_simulate(system, temperature, nanoseconds, seed, out, platform, progress):
+        calls.append(seed)
+        xyz = np.repeat(system.reference_xyz[None], 4, axis=0)
+        settings = {"temperature": temperature, "nanoseconds": nanoseconds, "seed": seed}
+        ReferenceData(xyz, np.zeros(4), temperature, np.arange(4.0), system.topology,
+                      {"settings": settings}).save(out)
+
+    monkeypatch.setattr(workflow, "simulate", fake_simulate)
+    messages = []
+
+    def data_stage(seed, out="run"):
+        cfg = WorkflowConfig(out_dir=str(tmp_path / out), data=DataSection(
+            train=str(tmp_path / "md.h5"), temperature=600.0, simulate_nanoseconds=0.01, seed=seed))
+        (tmp_path / out).mkdir(exist_ok=True)
+        return workflow._reference_data(cfg, ala2, workflow._Stages(cfg, tmp_path / out, messages.append))
+
+    first, first_hash = data_stage(seed=1)
+    assert calls == [1] and len(first) == 4 and (tmp_path / "run" / "workflow.yaml").exists()
+    assert data_stage(seed=1)[1] == first_hash and calls == [1]
+    _, second_hash = data_stage(seed=2)
+    assert calls == [1, 2] and second_hash != first_hash
+    assert "data changed (data.seed: 1 -> 2): redoing the simulation" in messages[-2]
+    with pytest.raises(ConfigError, match=r"data.seed = 3 but the file has 2.*delete it to simulate it again"):
+        data_stage(seed=3, out="other")  # another workflow's file
+    assert calls == [1, 2]

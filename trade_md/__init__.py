@@ -10,7 +10,8 @@ from .data import ReferenceData
 from .energy import OpenMMEnergy
 from .flows import ConditionalFlow, FlowConfig
 from .generator import BoltzmannGenerator, Samples
-from .simulate import parallel_tempering, simulate
+from .simulate import simulate
+from .tempering import parallel_tempering
 from .system import MolecularSystem
 from .analysis.evaluate import evaluate
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,11 +33,38 @@ def _temperature_list(text: str) -> list[float]:
         values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated temperatures in K, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one temperature in K, got {text!r}")
+    bad = [t for t in values if not (math.isfinite(t) and t > 0)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"temperatures must be > 0 K, got {', '.join(f'{t:g}' for t in bad)}")
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _check_output_file(path: Path, overwrite: bool) -> None:
+    """Raise unless ``path`` can be written: not a folder, not an existing file (unless overwrite), writable folder."""
+    from ._io import check_writable_folder
+
+    if path.is_dir():
+        raise IsADirectoryError(f"--out {path} is a folder; give a file name such as {path / 'samples.h5'}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"--out {path} exists; refusing to overwrite it (use --overwrite)")
+    check_writable_folder(path.parent if str(path.parent) else Path("."))
+
+
 def _cmd_simulate(args) -> int:
-    from .simulate import parallel_tempering, simulate
+    from .simulate import simulate
+    from .tempering import parallel_tempering
 
     system = _system_from_args(args)
     common = dict(report_interval_ps=args.report_interval_ps, timestep_fs=args.timestep_fs,
@@ -50,13 +79,17 @@ def _cmd_simulate(args) -> int:
         existing = [str(target(t)) for t in args.temperatures if target(t).exists()]
         if existing and not args.overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist; refusing to overwrite (use --overwrite)")
-        results = parallel_tempering(system, args.temperatures, args.nanoseconds,
-                                     out=stem.with_suffix(".nc"), **common)
+        checkpoints = Path(f"{stem}.pt.partial")
+        results = parallel_tempering(system, args.temperatures, args.nanoseconds, out=checkpoints,
+                                     checkpoint_frames=args.checkpoint_frames, **common)
         for t, data in results.items():
             path = target(t)
             data.save(path, overwrite=args.overwrite)
             print(f"{path}: {len(data)} frames at {t:g} K")
-        print("neighbour swap acceptance:", ", ".join(f"{a:.2f}" for a in next(iter(results.values())).metadata["swap_acceptance"]))
+        shutil.rmtree(checkpoints)
+        meta = next(iter(results.values())).metadata
+        print("neighbour swap acceptance:", ", ".join(f"{a:.2f}" for a in meta["swap_acceptance"]),
+              f"; {meta['round_trips']} round trips")
         return 0
     if args.temperature is None:
         raise ValueError("give --temperature T (plain MD) or --temperatures T1,T2,... (parallel tempering)")
@@ -72,12 +105,11 @@ def _cmd_sample(args) -> int:
 
     from .generator import BoltzmannGenerator
 
+    out = Path(args.out)
+    _check_output_file(out, args.overwrite)  # before loading the model and sampling
     torch.set_num_threads(args.threads)
     model = BoltzmannGenerator.load(args.model)
     temps = args.temperature
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; refusing to overwrite it (use --overwrite)")
     if len(temps) == 1:
         temperature = temps[0]
     else:  # one sample set with per-sample temperatures, n per temperature
@@ -136,10 +168,15 @@ def _cmd_train(args) -> int:
 
         run_workflow(args.config, out_dir=args.out)
         return 0
-    from .train import train_from_config
+    from .config import load_yaml
+    from .train import TrainConfig, train_from_config
 
+    folder = args.out if args.out is not None else load_yaml(TrainConfig, args.config).run.out_dir
+    if folder is not None and (Path(folder) / "last.pt").exists() and not args.resume:
+        raise FileExistsError(f"{folder} already holds a training run; add --resume to continue it, "
+                              "or give another output folder with --out")
     result = train_from_config(args.config, resume=args.resume, out_dir=args.out)
-    print(f"trained {result.step} steps; best step {result.best_step} (validation {result.best_validation:.4g})")
+    print(result.summary())
     for m in result.metrics:
         print(m)
     return 0
@@ -170,12 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file written by training (.pt)")
     p.add_argument("--temperature", type=_temperature_list, required=True,
                    help="temperature in K, or a comma-separated list (n samples at each)")
-    p.add_argument("--n", type=int, default=10000, help="samples per temperature")
+    p.add_argument("--n", type=_positive_int, default=10000, help="samples per temperature")
     p.add_argument("--out", required=True, help="output HDF5 file (mdtraj-readable)")
-    p.add_argument("--batch-size", type=int, default=4096, help="samples per batch (bounds memory)")
+    p.add_argument("--batch-size", type=_positive_int, default=4096, help="samples per batch (bounds memory)")
     p.add_argument("--no-energies", action="store_true", help="skip OpenMM energies and importance weights")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
@@ -185,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--model", help="model file, to report the NLL of the MD frames")
     p.add_argument("--training-temperature", type=float, help="marked in the plots (K)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("train", help="train from a YAML configuration (toy problem or molecular workflow)")
@@ -207,7 +244,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:  # ConfigError is a ValueError
+    except KeyboardInterrupt:  # Ctrl-C: every command resumes or restarts cleanly
+        resume = " with --resume" if args.command == "train" and not args.resume else ""
+        print(f"interrupted; rerun the same command{resume} to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # ConfigError is a ValueError; OSError: missing, existing, unwritable files
         print(f"trade-md {args.command}: error: {err}", file=sys.stderr)
         return 2
 

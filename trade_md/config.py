@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
+import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Type, TypeVar
 
+import numpy as np
 import yaml
 
 from ._io import atomic_write_text
@@ -32,7 +37,14 @@ def _unknown_key_message(key: str, valid: list[str], where: str) -> str:
 
 
 def from_dict(cls: Type[C], data: Mapping[str, Any], where: str = "") -> C:
-    """Build dataclass ``cls`` from a mapping, recursively, rejecting unknown keys.
+    """Build dataclass ``cls`` from a mapping, recursively, rejecting unknown keys and wrong types.
+
+    Every value is checked against its field's type hint before the dataclass
+    validates it (``int``, ``float``, ``bool``, ``str``, ``Optional[...]``,
+    ``tuple[...]``, ``dict`` and nested dataclasses), so a wrong type names
+    the key: ``optim.lr must be a number, got 'fast'``.  Numbers given as
+    strings (PyYAML reads ``1e-3`` as a string) are converted; ints are
+    converted to float for float fields and lists to tuples for tuple fields.
 
     Parameters
     ----------
@@ -45,21 +57,117 @@ def from_dict(cls: Type[C], data: Mapping[str, Any], where: str = "") -> C:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"configuration section {where or cls.__name__!r} must be a mapping, got {type(data).__name__}")
+        section = where.rstrip(".") or cls.__name__
+        raise ConfigError(f"configuration section {section!r} must be a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(str(key), list(fields), where))
-        ftype = hints.get(key)
-        if dataclasses.is_dataclass(ftype) and isinstance(value, Mapping):
-            value = from_dict(ftype, value, where=f"{where}{key}.")
-        kwargs[key] = value
+        kwargs[key] = _checked(value, hints.get(key, Any), f"{where}{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid configuration {where or cls.__name__}: {err}") from err
+        if isinstance(err, ConfigError):
+            raise
+        section = f"section {where.rstrip('.')!r}" if where else cls.__name__
+        raise ConfigError(f"invalid configuration {section}: {err}") from err
+
+
+_UNIONS = (typing.Union, types.UnionType)
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _describe(hint: Any) -> str:
+    """``hint`` in words for error messages ("a number", "a list of 2 numbers" ...)."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in _UNIONS:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if hint in (tuple, list) or origin in (tuple, list):
+        inner = [a for a in args if a is not Ellipsis]
+        if not inner:
+            return "a list"
+        words = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+        what = words.get(inner[0], "values")
+        if origin is tuple and Ellipsis not in args:
+            return f"a list of {len(args)} {what}"
+        return f"a list of {what}"
+    if hint is dict or origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of keys"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _checked(value: Any, hint: Any, key: str) -> Any:
+    """``value`` converted to the field type ``hint``; ConfigError naming ``key`` if it is not one."""
+    def wrong() -> ConfigError:
+        return ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+
+    if hint is Any or isinstance(hint, TypeVar):
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in _UNIONS:
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _checked(value, arm, key)
+            except ConfigError:
+                continue
+        raise wrong()
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping) or value is None:
+            return from_dict(hint, value, where=f"{key}.")
+        raise wrong()
+    if hint is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise wrong()
+    if hint in (int, float):
+        number = value
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            number = float(value)
+        if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real):
+            raise wrong()
+        if hint is float:
+            return float(number)
+        if isinstance(number, numbers.Integral):
+            return int(number)
+        if math.isfinite(number) and float(number).is_integer():
+            return int(number)
+        raise wrong()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise wrong()
+    if hint in (tuple, list) or origin in (tuple, list):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple, np.ndarray)):
+            raise wrong()
+        items = list(value)
+        if origin is tuple and args and Ellipsis not in args:
+            if len(items) != len(args):
+                raise ConfigError(f"{key} must be {_describe(hint)}, got {len(items)} values: {value!r}")
+            items = [_checked(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(items, args))]
+        elif args:
+            items = [_checked(v, args[0], f"{key}[{i}]") for i, v in enumerate(items)]
+        return items if (hint is list or origin is list) else tuple(items)
+    if hint is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise wrong()
+        return dict(value)
+    return value
 
 
 def to_dict(obj: Any) -> dict:

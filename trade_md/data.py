@@ -69,8 +69,23 @@ class ReferenceData:
 
         If ``system`` is given, the file's atoms must match it (else ValueError
         saying what differs).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            Naming ``path``: a damaged or foreign file
+            (:class:`~trade_md.trajectory.TrajectoryFileError`), a file of
+            generated samples (``Samples.save``) instead of MD, another molecule.
         """
         f = read_trajectory(path)
+        kind = f.metadata.get("kind", "reference")  # files without a kind: written before kinds existed
+        if kind == "samples":
+            raise ValueError(f"{path} holds generated samples, not an MD reference "
+                             "(pass it as samples; MD references come from 'trade-md simulate')")
+        if kind != "reference":
+            raise ValueError(f"{path} holds {kind!r} data, not an MD reference")
         if system is not None:
             check_same_molecule(system.topology, f.topology, what=str(path))
         if "temperature" not in f.metadata:

@@ -16,7 +16,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import openmm
@@ -37,6 +37,8 @@ _DEFAULT_PROPERTIES = {
 }
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+#: what the energy methods accept: a tensor, a numpy array of any real dtype, nested lists
+CoordinatesLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
 def available_platforms() -> list[str]:
@@ -150,7 +152,7 @@ class _EnergyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, bridge: "OpenMMEnergy") -> torch.Tensor:
-        energy, forces = bridge._compute(x.detach().cpu().numpy(), want_forces=True)
+        energy, forces = bridge._compute(bridge._check(x), want_forces=True)
         ctx.save_for_backward(torch.as_tensor(forces).to(x))
         return torch.as_tensor(energy).to(x)
 
@@ -215,13 +217,29 @@ class OpenMMEnergy:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ internals
-    def _check(self, x: ArrayLike) -> np.ndarray:
-        shape = tuple(x.shape)
-        if len(shape) != 3 or shape[2] != 3:
-            raise ValueError(f"x must have shape (batch, n_atoms, 3) in nm, got {shape}")
-        if shape[1] != self.n_atoms:
-            raise ValueError(f"x has {shape[1]} atoms but the system has {self.n_atoms}")
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    def _need(self) -> str:
+        return f"x must be coordinates in nm of shape (batch, {self.n_atoms}, 3)"
+
+    def _check(self, x: CoordinatesLike) -> np.ndarray:
+        """``x`` as a C-contiguous float64 array ``(batch, n_atoms, 3)``, or an error saying what is needed."""
+        if isinstance(x, torch.Tensor):
+            if x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"{self._need()}; got a tensor of dtype {x.dtype}")
+            arr = x.detach().to("cpu", torch.float64).numpy()  # also bfloat16/float16, which numpy lacks
+        else:
+            try:
+                arr = np.asarray(x)
+            except ValueError as err:  # ragged nested lists
+                raise ValueError(f"{self._need()}; got a ragged sequence ({err})") from None
+            if arr.dtype == object or arr.dtype.kind not in "fiu":
+                raise TypeError(f"{self._need()}; got {type(x).__name__} of dtype {arr.dtype}")
+        shape = tuple(arr.shape)
+        if shape == (self.n_atoms, 3):
+            raise ValueError(f"{self._need()}; got shape {shape}: add a batch axis for one configuration (x[None])")
+        if arr.ndim != 3 or shape[2] != 3:
+            raise ValueError(f"{self._need()}; got shape {shape}")
+        if arr.shape[1] != self.n_atoms:
+            raise ValueError(f"x has {arr.shape[1]} atoms but the system has {self.n_atoms}: {self._need()}")
         arr = np.ascontiguousarray(arr, dtype=np.float64)
         if not np.isfinite(arr).all():
             bad = np.unique(np.nonzero(~np.isfinite(arr))[0])
@@ -252,15 +270,20 @@ class OpenMMEnergy:
         return energy, forces
 
     @staticmethod
-    def _out(values: np.ndarray, like: ArrayLike) -> ArrayLike:
+    def _out(values: np.ndarray, like) -> ArrayLike:
+        """``values`` typed like the input ``like``: a tensor of its device (float dtype), else numpy."""
         if isinstance(like, torch.Tensor):
-            return torch.as_tensor(values).to(device=like.device, dtype=like.dtype)
+            dtype = like.dtype if like.is_floating_point() else torch.float64
+            return torch.as_tensor(values).to(device=like.device, dtype=dtype)
         return values
 
     # --------------------------------------------------------------- public
-    def energy(self, x: ArrayLike) -> ArrayLike:
+    def energy(self, x: CoordinatesLike) -> ArrayLike:
         """Potential energies ``(batch,)`` in kJ/mol for ``x`` ``(batch, n_atoms, 3)`` nm.
 
+        ``x`` is a torch tensor (result: a tensor of its device and floating
+        dtype) or anything ``numpy.asarray`` turns into a real array: numpy
+        of any float or integer dtype, nested lists (result: float64 numpy).
         For torch input that requires grad, the result is differentiable
         (backward uses the forces).  Non-finite energies are returned as +inf.
         """
@@ -270,17 +293,23 @@ class OpenMMEnergy:
         energy, _ = self._compute(xyz, want_forces=False)
         return self._out(energy, x)
 
-    def forces(self, x: ArrayLike) -> ArrayLike:
-        """Forces ``(batch, n_atoms, 3)`` in kJ/mol/nm (zero where the energy is not finite)."""
+    def forces(self, x: CoordinatesLike) -> ArrayLike:
+        """Forces ``(batch, n_atoms, 3)`` in kJ/mol/nm (zero where the energy is not finite).
+
+        Accepts ``x`` like :meth:`energy`.
+        """
         _, forces = self._compute(self._check(x), want_forces=True)
         return self._out(forces, x)
 
-    def energy_and_forces(self, x: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-        """Energies ``(batch,)`` kJ/mol and forces ``(batch, n_atoms, 3)`` kJ/mol/nm in one pass."""
+    def energy_and_forces(self, x: CoordinatesLike) -> tuple[ArrayLike, ArrayLike]:
+        """Energies ``(batch,)`` kJ/mol and forces ``(batch, n_atoms, 3)`` kJ/mol/nm in one pass.
+
+        Accepts ``x`` like :meth:`energy`.
+        """
         energy, forces = self._compute(self._check(x), want_forces=True)
         return self._out(energy, x), self._out(forces, x)
 
-    def reduced_energy(self, x: ArrayLike, temperature) -> ArrayLike:
+    def reduced_energy(self, x: CoordinatesLike, temperature) -> ArrayLike:
         """Reduced energies ``U(x) / (k_B T)`` ``(batch,)``, dimensionless.
 
         Parameters

@@ -130,8 +130,11 @@ class Samples:
         """The configurations as an ``mdtraj.Trajectory``."""
         return mdtraj.Trajectory(self.xyz, self.topology)
 
-    def save(self, path: Union[str, os.PathLike], overwrite: bool = True) -> None:
-        """Write an mdtraj-readable HDF5 file (atomically) with log p, log weights, energies, T."""
+    def save(self, path: Union[str, os.PathLike], overwrite: bool = False) -> None:
+        """Write an mdtraj-readable HDF5 file (atomically) with log p, log weights, energies, T.
+
+        Refuses to replace an existing ``path`` (FileExistsError) unless ``overwrite=True``.
+        """
         arrays = {"log_prob": self.log_prob, "temperature": self.temperature}
         if self.log_weights is not None:
             arrays["log_weights"] = self.log_weights
@@ -141,10 +144,23 @@ class Samples:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], system: Optional[MolecularSystem] = None) -> "Samples":
-        """Read a file written by :meth:`save` (checks the molecule against ``system`` if given)."""
+        """Read a file written by :meth:`save` (checks the molecule against ``system`` if given).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            Naming ``path``: a damaged or foreign file
+            (:class:`~trade_md.trajectory.TrajectoryFileError`), an MD
+            reference instead of samples, another molecule, missing arrays.
+        """
         f = read_trajectory(path)
-        if f.metadata.get("kind") != "samples":
-            raise ValueError(f"{path} holds no generated samples (kind={f.metadata.get('kind')!r})")
+        kind = f.metadata.get("kind")
+        if kind == "reference":
+            raise ValueError(f"{path} holds an MD reference, not generated samples")
+        if kind != "samples":
+            raise ValueError(f"{path} holds no generated samples (kind={kind!r})")
         if system is not None:
             check_same_molecule(system.topology, f.topology, what=str(path))
         for key in ("log_prob", "temperature"):

@@ -1,4 +1,4 @@
-"""Reference molecular dynamics: resumable Langevin MD and parallel tempering.
+"""Reference molecular dynamics: resumable Langevin MD (parallel tempering: ``tempering.py``).
 
 Units: temperature K, time ps (timestep in fs, length of run in ns), friction
 1/ps, positions nm, energies kJ/mol.
@@ -9,17 +9,22 @@ chunk is written to ``<out>.partial/`` followed by an atomic checkpoint
 Langevin integrator seeded from (seed, chunk index), so a run killed at any
 moment and restarted with the same command continues where its last
 checkpoint stopped and produces the same frames as an uninterrupted run on
-the same platform.
+the same platform.  The checkpoint before the last one is kept too: a damaged
+checkpoint file or a damaged last chunk is recomputed from it (with a
+warning naming the file); damage that cannot be recomputed is an error naming
+the file.
 """
 from __future__ import annotations
 
 import contextlib
-import io
+import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -34,7 +39,7 @@ from .energy import OpenMMEnergy, select_platform
 from .system import MolecularSystem
 from .units import check_temperature
 
-__all__ = ["simulate", "parallel_tempering", "SimulationSettings"]
+__all__ = ["simulate", "SimulationSettings"]
 
 
 @dataclass(frozen=True)
@@ -89,55 +94,165 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 class _Checkpoint:
-    """The ``<out>.partial`` folder: settings, finished chunks and the MD state."""
+    """The ``<out>.partial`` folder: settings, finished chunks and the MD state.
 
-    def __init__(self, folder: Path):
+    ``checkpoint.json`` holds the number of finished chunks and the OpenMM
+    state (XML) after them; ``checkpoint.prev.json`` the checkpoint before it,
+    one chunk earlier.  A damaged checkpoint or a damaged last chunk therefore
+    costs one chunk, recomputed from the earlier state (the same frames, since
+    chunk ``k`` always starts from the state after chunk ``k - 1`` with the
+    integrator seed of ``k``), not the whole run.
+
+    Parameters
+    ----------
+    folder : the ``<out>.partial`` folder.
+    chunk_frames : number of frames of each chunk, in order.
+    n_atoms : atoms per frame.
+    """
+
+    def __init__(self, folder: Path, chunk_frames: Sequence[int], n_atoms: int):
         self.folder = folder
+        self.chunk_frames = [int(n) for n in chunk_frames]
+        self.n_atoms = n_atoms
+        self.current = folder / "checkpoint.json"
+        self.previous = folder / "checkpoint.prev.json"
 
     def chunk_path(self, k: int) -> Path:
         return self.folder / f"chunk_{k:06d}.npz"
 
+    def _resume_hint(self) -> str:
+        return f"use overwrite=True / --overwrite to discard the unfinished run in {self.folder}"
+
     def start(self, settings: dict) -> Optional[dict]:
-        """Return the saved checkpoint if settings match; create the folder otherwise."""
+        """Return the newest usable checkpoint if settings match; create the folder otherwise.
+
+        Returns None when the run starts from the beginning.  Chunk files
+        after the returned checkpoint are deleted (they are recomputed).
+        Raises ValueError naming the damaged files if nothing can be resumed.
+        """
         settings_file = self.folder / "settings.json"
-        if self.folder.exists() and settings_file.exists():
-            saved = json.loads(settings_file.read_text())
-            if saved != settings:
-                diff = {k: (saved.get(k), settings.get(k)) for k in set(saved) | set(settings)
-                        if saved.get(k) != settings.get(k)}
-                raise ValueError(
-                    f"{self.folder} holds an unfinished run with other settings {diff} "
-                    "(saved, requested); use overwrite=True / --overwrite to discard it"
-                )
-            ckpt = self.folder / "checkpoint.json"
-            if ckpt.exists():
-                state = json.loads(ckpt.read_text())
-                for stale in self.folder.glob("chunk_*.npz"):  # written after the last checkpoint
-                    if int(stale.stem.split("_")[1]) >= state["n_chunks"]:
-                        stale.unlink()
-                return state
+        if not (self.folder.exists() and settings_file.exists()):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for leftover in [self.current, self.previous, *self.folder.glob("chunk_*.npz")]:
+                leftover.unlink(missing_ok=True)  # of a run whose settings are unknown
+            atomic_write_text(settings_file, json.dumps(settings, sort_keys=True))
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(settings_file, json.dumps(settings, sort_keys=True))
-        return None
+        try:
+            saved = json.loads(settings_file.read_bytes().decode("utf-8"))
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except Exception as err:  # noqa: BLE001 - bad UTF-8, bad JSON
+            raise ValueError(f"{settings_file} is damaged ({type(err).__name__}: {err}); "
+                             f"{self._resume_hint()}") from None
+        if saved != settings:
+            diff = {k: (saved.get(k), settings.get(k)) for k in set(saved) | set(settings)
+                    if saved.get(k) != settings.get(k)}
+            raise ValueError(
+                f"{self.folder} holds an unfinished run with other settings {diff} "
+                "(saved, requested); use overwrite=True / --overwrite to discard it"
+            )
+        return self._choose()
+
+    def _choose(self) -> Optional[dict]:
+        problems, candidates = [], []
+        for path in (self.current, self.previous):
+            if path.exists():
+                try:
+                    candidates.append((path, self._read_state(path)))
+                except ValueError as err:
+                    problems.append(str(err))
+        first_bad = max([c["n_chunks"] for _, c in candidates], default=0)
+        for k in range(first_bad):
+            try:
+                self.read_chunk(k)
+            except (ValueError, FileNotFoundError) as err:
+                problems.append(str(err))
+                first_bad = k
+                break
+        usable = [(path, c) for path, c in candidates if c["n_chunks"] <= first_bad]
+        if not usable:
+            if problems and (candidates or any(self.folder.glob("chunk_*.npz"))):
+                lost = "; no checkpoint holds the MD state from before it, so it cannot be recomputed" \
+                    if candidates else ""
+                raise ValueError("cannot resume: " + "; ".join(problems) + lost + f"; {self._resume_hint()}")
+            if problems:  # only the checkpoint after equilibration was written, and it is damaged
+                warnings.warn("; ".join(problems) + "; no chunk was finished, so the run starts again",
+                              stacklevel=3)
+            for path in [self.current, self.previous, *self.folder.glob("chunk_*.npz")]:
+                path.unlink(missing_ok=True)
+            return None
+        path, state = max(usable, key=lambda pc: pc[1]["n_chunks"])
+        if path != self.current:
+            warnings.warn("; ".join(problems or [f"{self.current} is missing"])
+                          + f"; resuming from the previous checkpoint {path} ({state['n_chunks']} chunks "
+                          "done) and recomputing the rest", stacklevel=3)
+            os.replace(path, self.current)  # so that the next save keeps a good previous checkpoint
+        for stale in self.folder.glob("chunk_*.npz"):  # written after the checkpoint
+            if int(stale.stem.split("_")[1]) >= state["n_chunks"]:
+                stale.unlink()
+        return state
+
+    def _read_state(self, path: Path) -> dict:
+        """A checkpoint file's contents, checked; ValueError naming the file if damaged."""
+        try:
+            state = json.loads(path.read_bytes().decode("utf-8"))
+            n, xml = state["n_chunks"], state["state"]
+            if not isinstance(n, int) or not 0 <= n <= len(self.chunk_frames) or not isinstance(xml, str):
+                raise ValueError(f"n_chunks {n!r} out of range or no state")
+            if "sha256" in state and hashlib.sha256(xml.encode()).hexdigest() != state["sha256"]:
+                raise ValueError("the OpenMM state does not match its checksum")
+            if not isinstance(openmm.XmlSerializer.deserialize(xml), openmm.State):
+                raise ValueError("the state is not an OpenMM State")
+        except Exception as err:  # noqa: BLE001 - bad UTF-8, JSON, keys or XML (OpenMMException)
+            raise ValueError(f"{path} is damaged ({type(err).__name__}: {_first_line(err)})") from None
+        return {"n_chunks": n, "state": xml}
 
     def save(self, n_chunks: int, state: openmm.State) -> None:
-        atomic_write_text(self.folder / "checkpoint.json",
-                          json.dumps({"n_chunks": n_chunks, "state": openmm.XmlSerializer.serialize(state)}))
+        """Write ``checkpoint.json`` atomically; the one it replaces becomes ``checkpoint.prev.json``."""
+        xml = openmm.XmlSerializer.serialize(state)
+        text = json.dumps({"n_chunks": n_chunks, "state": xml, "sha256": hashlib.sha256(xml.encode()).hexdigest()})
+        with atomic_path(self.current) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            if self.current.exists():
+                with atomic_path(self.previous) as prev_tmp:
+                    try:
+                        os.link(self.current, prev_tmp)
+                    except OSError:  # no hard links on this file system
+                        shutil.copyfile(self.current, prev_tmp)
 
     def write_chunk(self, k: int, xyz: np.ndarray, energies: np.ndarray, times: np.ndarray) -> None:
         with atomic_path(self.chunk_path(k)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, xyz=xyz, energies=energies, time=times)
 
+    def read_chunk(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frames of chunk ``k``: xyz (n, n_atoms, 3) nm, energies (n,) kJ/mol, time (n,) ps.
+
+        Raises FileNotFoundError or ValueError naming the file if it is
+        missing, truncated, damaged (zip CRC) or of the wrong shape.
+        """
+        path = self.chunk_path(k)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing")
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                xyz, energies, times = z["xyz"], z["energies"], z["time"]
+        except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, header errors
+            raise ValueError(f"{path} is damaged ({type(err).__name__}: {_first_line(err)})") from None
+        n, n_atoms = self.chunk_frames[k], self.n_atoms
+        if xyz.shape != (n, n_atoms, 3) or energies.shape != (n,) or times.shape != (n,):
+            raise ValueError(f"{path} is damaged: shapes {xyz.shape}, {energies.shape}, {times.shape}, "
+                             f"expected ({n}, {n_atoms}, 3), ({n},), ({n},)")
+        return xyz, energies, times
+
     def read_chunks(self, n_chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        xyz, energies, times = [], [], []
-        for k in range(n_chunks):
-            with np.load(self.chunk_path(k)) as z:
-                xyz.append(z["xyz"])
-                energies.append(z["energies"])
-                times.append(z["time"])
-        return np.concatenate(xyz), np.concatenate(energies), np.concatenate(times)
+        parts = [self.read_chunk(k) for k in range(n_chunks)]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _context(system: MolecularSystem, settings: SimulationSettings, chunk: int, platform: str,
@@ -190,6 +305,14 @@ def simulate(
     Returns
     -------
     ReferenceData with ``n_frames = nanoseconds * 1000 / report_interval_ps`` frames.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists and ``overwrite`` is False.
+    ValueError
+        If ``<out>.partial/`` holds a run with other settings, or damaged
+        files that cannot be recomputed (the message names them).
     """
     settings = SimulationSettings(
         temperature=float(temperature), nanoseconds=float(nanoseconds),
@@ -206,7 +329,9 @@ def simulate(
         partial = out_path.with_name(out_path.name + ".partial")
         if overwrite and partial.exists():
             shutil.rmtree(partial)
-        data = _run(system, settings, platform, out_path, _Checkpoint(partial), progress)
+        frames = [min(settings.checkpoint_frames, settings.n_frames - start)
+                  for start in range(0, settings.n_frames, settings.checkpoint_frames)]
+        data = _run(system, settings, platform, out_path, _Checkpoint(partial, frames, system.n_atoms), progress)
         if out is not None:
             data.save(out_path, overwrite=overwrite)
             shutil.rmtree(partial)
@@ -262,158 +387,3 @@ def _run(system: MolecularSystem, settings: SimulationSettings, platform: Option
     meta = {"settings": asdict(settings), "platform": platform, "integrator": "LangevinMiddleIntegrator",
             "openmm_version": openmm.__version__}
     return ReferenceData(xyz, energies, settings.temperature, times, system.topology, meta)
-
-
-# ---------------------------------------------------------------- parallel tempering
-def parallel_tempering(
-    system: MolecularSystem,
-    temperatures: Sequence[float],
-    nanoseconds: float,
-    report_interval_ps: float = 1.0,
-    timestep_fs: float = 2.0,
-    friction_per_ps: float = 1.0,
-    seed: int = 0,
-    platform: Optional[str] = None,
-    out: Optional[str | Path] = None,
-    equilibration_ps: float = 100.0,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict[float, ReferenceData]:
-    """Parallel tempering with openmmtools' ``ParallelTemperingSampler``; resumable.
-
-    One replica per temperature; each iteration propagates every replica for
-    ``report_interval_ps`` of Langevin dynamics and then attempts replica
-    swaps.  Frames are exported sorted by thermodynamic state (temperature).
-
-    Parameters
-    ----------
-    temperatures : K, at least 2.
-    nanoseconds : production length per replica, ns (after ``equilibration_ps``).
-    out : NetCDF storage path of openmmtools (``.nc``); rerunning with the same
-        path resumes an unfinished run.  None: a temporary file.
-
-    Returns
-    -------
-    dict temperature (K) -> ReferenceData of the frames at that temperature;
-    ``metadata["swap_acceptance"]`` holds neighbour swap acceptance rates.
-    """
-    temps = sorted(float(t) for t in temperatures)
-    if len(temps) < 2:
-        raise ValueError("parallel tempering needs at least two temperatures")
-    check_temperature(np.asarray(temps))
-    settings = SimulationSettings(
-        temperature=temps[0], nanoseconds=float(nanoseconds), report_interval_ps=float(report_interval_ps),
-        timestep_fs=float(timestep_fs), friction_per_ps=float(friction_per_ps), seed=int(seed),
-        equilibration_ps=float(equilibration_ps), system=system.name,
-    )
-    with contextlib.ExitStack() as stack:
-        if out is None:
-            storage = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "pt.nc"
-        else:
-            storage = Path(out)
-            if storage.suffix != ".nc":
-                raise ValueError(f"parallel tempering storage must be a .nc file, got {storage}")
-            done_marker = storage.with_name(storage.name + ".done")
-            if done_marker.exists() and not overwrite:
-                raise FileExistsError(f"{storage} holds a finished run; use overwrite=True / --overwrite")
-            if overwrite:
-                for p in (storage, done_marker, storage.with_name(storage.stem + "_checkpoint.nc")):
-                    if p.exists():
-                        p.unlink()
-        result = _run_pt(system, temps, settings, platform, storage, progress)
-        if out is not None:
-            done_marker.write_text("finished\n")
-        return result
-
-
-def _run_pt(system, temps, settings, platform, storage: Path, progress: bool) -> dict[float, ReferenceData]:
-    import openmm.unit as u
-
-    with contextlib.redirect_stdout(io.StringIO()):  # pymbar's import banner
-        from openmmtools import cache, mcmc, multistate, states
-    import logging
-
-    logging.getLogger("openmmtools").setLevel(logging.WARNING)
-    platform = select_platform(platform, system.n_atoms)
-    plat = openmm.Platform.getPlatformByName(platform)
-    n_equil = int(round(settings.equilibration_ps / settings.report_interval_ps))
-    n_iterations = n_equil + settings.n_frames
-    checkpoint = storage.with_name(storage.stem + "_checkpoint.nc")
-    if storage.exists():
-        reporter = multistate.MultiStateReporter(str(storage), open_mode="a", checkpoint_interval=1)
-        sampler = multistate.ParallelTemperingSampler.from_storage(reporter)
-        stored_t = sorted(s.temperature.value_in_unit(u.kelvin) for s in reporter.read_thermodynamic_states()[0])
-        if not np.allclose(stored_t, temps):
-            raise ValueError(f"{storage} holds a run at {stored_t} K, not {temps} K; use --overwrite")
-    else:
-        np.random.seed(settings.seed)  # openmmtools draws swaps and velocities from numpy's global RNG
-        move = mcmc.LangevinDynamicsMove(
-            timestep=settings.timestep_fs * u.femtosecond,
-            collision_rate=settings.friction_per_ps / u.picosecond,
-            # velocities are redrawn at the state's temperature before every move: a replica that
-            # just swapped in from a hotter state keeps hot velocities otherwise, and with friction
-            # 1/ps the lowest temperature then samples measurably hot configurations (+2.3 kJ/mol
-            # mean potential energy at 300 K against plain MD, measured here)
-            n_steps=settings.steps_per_frame, reassign_velocities=True,
-        )
-        sampler = multistate.ParallelTemperingSampler(mcmc_moves=move, number_of_iterations=n_iterations)
-        reporter = multistate.MultiStateReporter(str(storage), checkpoint_interval=1,
-                                                 checkpoint_storage=checkpoint.name)
-        thermo = states.ThermodynamicState(system.openmm_system, temperature=temps[0] * u.kelvin)
-        sampler_state = states.SamplerState(system.reference_xyz * u.nanometer)
-        sampler.create(thermo, sampler_state, reporter, temperatures=[t * u.kelvin for t in temps],
-                       n_temperatures=len(temps))  # openmmtools 0.27 needs both
-    sampler.energy_context_cache = cache.ContextCache(platform=plat)
-    sampler.sampler_context_cache = cache.ContextCache(platform=plat)
-    if sampler.iteration == 0:
-        sampler.minimize()
-    bar = tqdm(total=n_iterations, initial=sampler.iteration, unit="iter", desc="parallel tempering",
-               disable=not progress, file=sys.stderr)
-    t0, it0 = time.perf_counter(), sampler.iteration
-    while sampler.iteration < n_iterations:
-        step = min(50, n_iterations - sampler.iteration)
-        sampler.extend(step)
-        bar.update(step)
-        wall = time.perf_counter() - t0
-        bar.set_postfix(ns_per_day=f"{(sampler.iteration - it0) * settings.report_interval_ps * 1e-3 / wall * 86400:.0f}")
-    bar.close()
-    result = _export_pt(system, reporter, temps, settings, n_equil, platform)
-    reporter.close()
-    return result
-
-
-def _export_pt(system, reporter, temps, settings, n_equil, platform) -> dict[float, ReferenceData]:
-    replica_states = reporter.read_replica_thermodynamic_states()  # (n_iter + 1, n_replicas)
-    n_iter = len(replica_states) - 1
-    frames = {k: [] for k in range(len(temps))}
-    for it in range(n_equil + 1, n_iter + 1):
-        sampler_states = reporter.read_sampler_states(it)
-        for replica, state_index in enumerate(replica_states[it]):
-            frames[int(state_index)].append(np.asarray(sampler_states[replica].positions._value, dtype=np.float32))
-    acceptance = _neighbour_acceptance(replica_states)
-    energy = OpenMMEnergy(system, platform=platform)
-    out = {}
-    thermo_states, _ = reporter.read_thermodynamic_states()
-    for k, ts in enumerate(thermo_states):
-        t = float(ts.temperature._value)
-        xyz = np.asarray(frames[k], dtype=np.float32)
-        times = (np.arange(len(xyz)) + 1) * settings.report_interval_ps
-        meta = {"settings": dict(asdict(settings), temperature=t), "method": "parallel_tempering",
-                "temperatures": temps, "swap_acceptance": acceptance, "platform": platform,
-                "openmm_version": openmm.__version__}
-        out[t] = ReferenceData(xyz, energy.energy(xyz.astype(np.float64)), t, times, system.topology, meta)
-    return out
-
-
-def _neighbour_acceptance(replica_states: np.ndarray) -> list[float]:
-    """Fraction of iterations in which neighbouring states exchanged replicas."""
-    n_states = replica_states.shape[1]
-    rates = []
-    for s in range(n_states - 1):
-        swapped = 0
-        for it in range(1, len(replica_states)):
-            prev, cur = replica_states[it - 1], replica_states[it]
-            r = int(np.nonzero(prev == s)[0][0])
-            swapped += int(cur[r] == s + 1)
-        rates.append(swapped / max(len(replica_states) - 1, 1))
-    return rates

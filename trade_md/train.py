@@ -28,13 +28,17 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -66,6 +70,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingData",
+    "check_curriculum",
     "train",
     "train_from_config",
 ]
@@ -180,6 +185,11 @@ class OptimConfig:
         _positive_ints(self, "steps", "batch_size")
         if not (self.lr > 0 and 0 < self.pct_start < 1 and self.weight_decay >= 0 and self.grad_clip > 0):
             raise ValueError("need lr > 0, 0 < pct_start < 1, weight_decay >= 0, grad_clip > 0")
+        if float(self.pct_start * self.steps) - 1 == 0:  # torch's OneCycleLR divides by pct_start * steps - 1
+            raise ConfigError(
+                f"optim.pct_start * optim.steps = {self.pct_start:g} * {self.steps} = 1 leaves the one-cycle "
+                "learning rate no step to rise in (torch divides by zero); change optim.steps or optim.pct_start"
+            )
 
 
 @dataclass
@@ -248,6 +258,38 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        check_curriculum(self.transfer, self.optim)
+
+
+def curriculum_steps(transfer: TransferConfig) -> int:
+    """Steps until the transfer term has its full weight and range: ``warmup + max(ramp, widen)`` (0 for ``nll``)."""
+    if transfer.method == "nll":
+        return 0
+    return transfer.warmup_steps + max(transfer.ramp_steps, transfer.widen_steps)
+
+
+def check_curriculum(transfer: TransferConfig, optim: OptimConfig) -> None:
+    """Raise ConfigError if ``optim.steps`` ends before the curriculum of ``transfer`` does.
+
+    The best checkpoint is chosen among validations after the curriculum, at
+    the full transfer weight and range; a run shorter than the curriculum
+    would never train the transfer term fully and keep no best checkpoint.
+
+    Parameters
+    ----------
+    transfer, optim : the two sections (YAML sections ``transfer`` and ``optim``)
+    """
+    needed = curriculum_steps(transfer)
+    if optim.steps < needed:
+        raise ConfigError(
+            f"optim.steps = {optim.steps} is shorter than the curriculum of method {transfer.method!r}: "
+            f"transfer.warmup_steps + max(transfer.ramp_steps, transfer.widen_steps) = "
+            f"{transfer.warmup_steps} + max({transfer.ramp_steps}, {transfer.widen_steps}) = {needed}; "
+            f"the transfer term would never reach its full weight and range and no best checkpoint would be "
+            f"kept. Set optim.steps >= {needed} or shorten the curriculum"
+        )
+
 
 def _positive_ints(obj, *names: str) -> None:
     for name in names:
@@ -280,6 +322,9 @@ class TrainResult:
         Steps skipped, and reloads of the last good state (divergence handling).
     metrics : tuple of TransferMetrics
         Transfer metrics (only from :func:`train_from_config` on toy problems).
+    lowest_validation : float
+        Lowest healthy validation loss of the whole run, curriculum included
+        (nats); ``inf`` if no validation was healthy.
     """
 
     step: int
@@ -289,6 +334,19 @@ class TrainResult:
     skipped_steps: int
     reloads: int
     metrics: tuple = ()
+    lowest_validation: float = math.inf
+
+    def summary(self) -> str:
+        """One line for the end of a run: steps, best checkpoint and validation loss, skips, reloads."""
+        text = f"trained {self.step} steps; "
+        if self.best_step is not None:
+            text += f"best step {self.best_step}, validation loss {self.best_validation:.4g}"
+        elif math.isfinite(self.lowest_validation):
+            text += (f"no best checkpoint: every validation after the curriculum diverged (lowest validation "
+                     f"loss {self.lowest_validation:.4g} during the curriculum); the model holds the last step")
+        else:
+            text += "no best checkpoint: no validation was healthy; the model holds the last step"
+        return text + f"; {self.skipped_steps} skipped steps, {self.reloads} reloads"
 
 
 #: CSV columns written for every method (then method-specific ESS / loss columns).
@@ -571,10 +629,131 @@ class _Trainer:
         self.last_good = state["last_good"]
 
     def checkpoint(self) -> None:
-        """Write ``last.pt`` atomically, unless the parameters are not finite."""
+        """Write ``last.pt`` (keeping the one before as ``last.prev.pt``), unless the parameters are not finite."""
         if all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            with atomic_path(self.out_dir / "last.pt") as tmp:
-                torch.save(self.state_dict(), tmp)
+            save_checkpoint(self.state_dict(), self.out_dir / "last.pt")
+
+
+# ------------------------------------------------------------------ checkpoint files
+_CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "scheduler", "rng", "trainer", "config"})
+
+
+def previous_checkpoint(path: PathLike) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _checksum(state) -> str:
+    """SHA-256 over a nested checkpoint state (tensor bytes, other values by repr), in storage order."""
+    digest = hashlib.sha256()
+
+    def walk(value) -> None:
+        if isinstance(value, Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, np.ndarray):
+            digest.update(f"A{value.dtype}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key, item in value.items():
+                digest.update(repr(key).encode())
+                walk(item)
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                walk(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    walk(state)
+    return digest.hexdigest()
+
+
+def save_checkpoint(state: dict, path: PathLike) -> None:
+    """Write a training checkpoint atomically, keeping the one it replaces.
+
+    The file at ``path`` (if any) becomes :func:`previous_checkpoint` (a hard
+    link, or a copy), then the new state replaces ``path``; at every moment
+    both names hold complete checkpoints.  The state carries a checksum of
+    its contents, so that bytes damaged later are found by
+    :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    state = dict(state, checksum=_checksum(state))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+        if path.exists():
+            with atomic_path(previous_checkpoint(path)) as prev_tmp:
+                try:
+                    os.link(path, prev_tmp)
+                except OSError:  # no hard links on this file system
+                    shutil.copyfile(path, prev_tmp)
+
+
+def _read_checkpoint(path: Path, device) -> dict:
+    """One checkpoint file, or ValueError saying how it is damaged (never torch's own traceback)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd storages on its way to failing
+            state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated/corrupt files raise RuntimeError, EOFError, pickle errors ...
+        lines = str(err).strip().splitlines()
+        raise ValueError(f"{path} is damaged or truncated ({type(err).__name__}: {lines[0] if lines else ''})") from None
+    if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
+        raise ValueError(f"{path} is not a trade_md training checkpoint")
+    expected = state.pop("checksum", None)  # checkpoints written before checksums were added have none
+    if expected is not None and expected != _checksum(state):
+        raise ValueError(f"{path} is damaged (its contents do not match the checksum written with it)")
+    return state
+
+
+def load_checkpoint(path: PathLike, device=None) -> dict:
+    """Read the training checkpoint ``path``, falling back to the previous one if it is damaged.
+
+    Parameters
+    ----------
+    path : ``last.pt`` of a training folder.
+    device : torch device to map tensors to (default: as saved).
+
+    Returns
+    -------
+    dict
+        The state of :meth:`_Trainer.state_dict`.  If ``path`` is damaged or
+        missing but :func:`previous_checkpoint` is good, a warning names the
+        damaged file, the good one is copied onto ``path`` (so the next save
+        keeps a good previous checkpoint) and its state is returned: the run
+        resumes from that earlier step exactly as if it had been killed then.
+
+    Raises
+    ------
+    ValueError
+        Naming the files, if neither is a readable checkpoint.
+    """
+    path = Path(path)
+    previous = previous_checkpoint(path)
+    problems = []
+    for candidate in (path, previous):
+        if not candidate.exists():
+            problems.append(f"{candidate} does not exist")
+            continue
+        try:
+            state = _read_checkpoint(candidate, device)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        if candidate != path:
+            warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {candidate} "
+                          f"(step {state['step']})", stacklevel=2)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(candidate, tmp)
+        return state
+    raise ValueError("cannot resume training: " + "; ".join(problems)
+                     + " (start a fresh run in another folder)")
 
 
 def _condition_kind(target: Optional[Target], model) -> str:
@@ -678,14 +857,16 @@ def train(
         parameters on return (if one was kept), else the last step's.
     """
     out_dir = Path(out_dir)
+    check_curriculum(config.transfer, config.optim)  # a config may have been edited after construction
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = _Trainer(model, target, data, config, out_dir)
     _configure_threads(config.run.threads, trainer.like)
     checkpoint_path = out_dir / "last.pt"
-    if checkpoint_path.exists() and not resume:
+    has_checkpoint = checkpoint_path.exists() or previous_checkpoint(checkpoint_path).exists()
+    if has_checkpoint and not resume:
         raise FileExistsError(f"{out_dir} already holds a training run; pass resume=True or use another folder")
-    if resume and checkpoint_path.exists():
-        trainer.load_state_dict(torch.load(checkpoint_path, map_location=trainer.like.device, weights_only=False))
+    if resume and has_checkpoint:
+        trainer.load_state_dict(load_checkpoint(checkpoint_path, trainer.like.device))
         log = _CsvLog(out_dir / "log.csv", list(BASE_COLUMNS) + trainer.extra_columns(), trainer.step)
     else:
         torch.manual_seed(config.run.seed)
@@ -711,7 +892,13 @@ def train(
         log.close()
     best = out_dir / "best.pt"
     if rc.restore_best and trainer.best_step is not None and best.exists():
-        model.load_state_dict(torch.load(best, map_location=trainer.like.device, weights_only=False)["model"])
+        try:
+            best_state = torch.load(best, map_location=trainer.like.device, weights_only=False)["model"]
+        except Exception as err:  # noqa: BLE001 - a damaged file: keep the last step's parameters
+            warnings.warn(f"{best} is damaged or truncated ({type(err).__name__}); "
+                          "the model keeps the last step's parameters", stacklevel=2)
+        else:
+            model.load_state_dict(best_state)
     return TrainResult(
         step=trainer.step,
         best_step=trainer.best_step,
@@ -719,6 +906,7 @@ def train(
         out_dir=out_dir,
         skipped_steps=trainer.skipped_steps,
         reloads=trainer.reloads,
+        lowest_validation=trainer.best_any,
     )
 
 

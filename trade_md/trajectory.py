@@ -9,8 +9,10 @@ Files are written atomically (temporary file, then rename).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -21,9 +23,17 @@ import tables
 
 from ._io import atomic_path
 
-__all__ = ["TrajectoryFile", "write_trajectory", "read_trajectory", "check_same_molecule", "atom_signature"]
+__all__ = [
+    "TrajectoryFile", "TrajectoryFileError", "write_trajectory", "read_trajectory", "check_same_molecule",
+    "atom_signature",
+]
 
 _GROUP = "trade_md"
+_HASH_ROWS = 65536  # rows per read when hashing a dataset (bounds memory)
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file is damaged, not HDF5, or not written by trade_md (the message names the file)."""
 
 
 def atom_signature(topology: mdtraj.Topology) -> list[str]:
@@ -102,33 +112,89 @@ def write_trajectory(path: str | os.PathLike, data: TrajectoryFile, overwrite: b
                 h5.create_array(group, "potential_energy", np.asarray(data.potential_energy, dtype=np.float64))
             for name, arr in data.arrays.items():
                 h5.create_array(group, f"array_{name}", np.asarray(arr, dtype=np.float64))
+            # bytes changed later inside the data (not only in HDF5's own structures) are found on reading
+            group._v_attrs.checksums = json.dumps(_checksums(h5))
+
+
+def _checksums(h5: tables.File) -> dict[str, str]:
+    """SHA-256 of the contents of every dataset of an open file, keyed by node path."""
+    out = {}
+    for leaf in h5.walk_nodes("/", classname="Leaf"):
+        digest = hashlib.sha256()
+        if leaf.ndim == 0 or leaf.nrows <= _HASH_ROWS:
+            digest.update(np.ascontiguousarray(leaf.read()).tobytes())
+        else:
+            for start in range(0, leaf.nrows, _HASH_ROWS):
+                digest.update(np.ascontiguousarray(leaf.read(start, start + _HASH_ROWS)).tobytes())
+        out[leaf._v_pathname] = digest.hexdigest()
+    return out
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why a read failed: HDF5's innermost message, not its C back trace."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "End of HDF5 error back trace" in lines:
+        end = lines.index("End of HDF5 error back trace")
+        inner = lines[end - 1] if end >= 1 and not lines[end - 1].startswith("File ") else ""
+        lines = [inner or " ".join(lines[end + 1:])]  # the innermost cause, else HDF5's summary
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def read_trajectory(path: str | os.PathLike) -> TrajectoryFile:
-    """Read a file written by :func:`write_trajectory` (clear errors otherwise)."""
+    """Read a file written by :func:`write_trajectory`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a file.
+    TrajectoryFileError (a ValueError)
+        With one line naming ``path`` if the file is not HDF5, is truncated
+        or otherwise damaged (HDF5 structures, or data bytes that do not
+        match the checksums written with the file), or is not a trade_md
+        trajectory.  HDF5's C back trace is not passed on.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trajectory file not found: {path}")
     try:
-        h5 = tables.open_file(str(path), mode="r")
-    except Exception as err:  # noqa: BLE001 - HDF5 raises many types
-        raise ValueError(f"{path} is not a readable HDF5 file: {err}") from err
-    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTables warns about unreadable nodes before it fails
+            return _read(path)
+    except TrajectoryFileError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - HDF5, mdtraj, json and numpy fail in many ways on damage
+        # ``from None``: the HDF5 exception's text is a multi-line C back trace
+        raise TrajectoryFileError(f"{path} is damaged or not an HDF5 trajectory: {_reason(err)}") from None
+
+
+def _read(path: Path) -> TrajectoryFile:
+    damaged = f"{path} is damaged or not an HDF5 trajectory"
+    with tables.open_file(str(path), mode="r") as h5:
         if f"/{_GROUP}" not in h5:
-            raise ValueError(f"{path} is not a trade_md trajectory (no /{_GROUP} group)")
+            raise TrajectoryFileError(f"{path} is not a trade_md trajectory (no /{_GROUP} group)")
         group = h5.get_node(f"/{_GROUP}")
-        metadata = json.loads(group._v_attrs.metadata)
-        n = int(group._v_attrs.n_frames)
+        attrs = group._v_attrs
+        metadata = json.loads(attrs.metadata)
+        if not isinstance(metadata, dict):
+            raise TrajectoryFileError(f"{damaged}: its metadata is not a JSON object")
+        n = int(attrs.n_frames)
+        if "checksums" in attrs._v_attrnames:  # files written before checksums were added have none
+            expected = json.loads(attrs.checksums)
+            found = _checksums(h5)
+            bad = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+            if bad:
+                raise TrajectoryFileError(f"{damaged}: the contents of {', '.join(bad)} do not match "
+                                          "the checksums written with the file")
         time = group.time.read()
         energy = group.potential_energy.read() if "potential_energy" in group else None
         arrays = {
             node.name[len("array_"):]: node.read()
             for node in h5.list_nodes(group) if node.name.startswith("array_")
         }
-    except (tables.NoSuchNodeError, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is a damaged trade_md trajectory: {err}") from err
-    finally:
-        h5.close()
     with mdtraj.formats.HDF5TrajectoryFile(str(path), mode="r") as fh:
         topology = fh.topology
         if n:
@@ -137,6 +203,9 @@ def read_trajectory(path: str | os.PathLike) -> TrajectoryFile:
         else:
             xyz = np.zeros((0, topology.n_atoms, 3), dtype=np.float32)
     if len(xyz) != n:
-        raise ValueError(f"{path} is damaged: {len(xyz)} frames of coordinates but {n} recorded")
+        raise TrajectoryFileError(f"{damaged}: {len(xyz)} frames of coordinates but {n} recorded")
+    for name, arr in [("time", time), ("potential_energy", energy), *arrays.items()]:
+        if arr is not None and np.shape(arr) != (n,):
+            raise TrajectoryFileError(f"{damaged}: {name} has shape {np.shape(arr)}, expected ({n},)")
     return TrajectoryFile(xyz=xyz, topology=topology, time=time, potential_energy=energy,
                           arrays=arrays, metadata=metadata)

@@ -1,8 +1,7 @@
 """The main job: MD at one temperature -> TRADE-trained generator -> samples -> report.
 
 ``run_workflow(path)`` (CLI: ``trade-md run WORKFLOW.yaml``) runs these
-stages, each skipped when its output already exists, so an interrupted
-workflow resumes where it stopped:
+stages, so an interrupted workflow resumes where it stopped:
 
 1. system: built-in name or PDB + force field;
 2. reference data at ``T0``: a ReferenceData file, simulated first if missing
@@ -14,11 +13,27 @@ workflow resumes where it stopped:
 6. ``OUT/report``: metrics.json, report.md and PNGs against the MD references.
 
 Relative paths in the workflow file are relative to the current directory.
+
+The whole configuration is checked before any stage starts (types, ranges,
+the curriculum against ``optim.steps``, the reference files).  Each stage
+records what it was made from in ``OUT/stages.json``: the configuration
+sections it depends on and the content hashes of its input files.  A stage is
+skipped when its output exists and its record matches; it is redone, with all
+stages after it, when a setting it depends on changed (the runtime-only keys
+``threads``, ``energy_workers``, ``platform`` and ``run.progress`` never
+count).  An unfinished training run whose settings changed is refused rather
+than resumed with other settings.  ``OUT/workflow.yaml`` is written only
+when a stage is (re)made from it, so it always describes the outputs beside it.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import numbers
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +43,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text
-from .config import ConfigError, load_yaml, save_yaml
+from .config import ConfigError, load_yaml, save_yaml, to_dict
 from .data import ReferenceData
 from .energy import OpenMMEnergy
 from .flows import FlowConfig
@@ -37,7 +52,7 @@ from .problems import BoundaryData, TrainingData
 from .simulate import simulate
 from .system import MolecularSystem
 from .targets import BoltzmannTarget
-from .train import OptimConfig, RunConfig, TrainConfig, TransferConfig, train
+from .train import OptimConfig, RunConfig, TrainConfig, TransferConfig, check_curriculum, train
 
 __all__ = ["WorkflowConfig", "run_workflow", "build_system"]
 
@@ -52,7 +67,7 @@ class SystemSection:
     name: Optional[str] = "alanine-dipeptide"
     pdb: Optional[str] = None
     sequence: Optional[str] = None
-    forcefield: tuple = ("amber99sbildn.xml", "amber96_obc.xml")
+    forcefield: tuple[str, ...] = ("amber99sbildn.xml", "amber96_obc.xml")
     constraints: Optional[str] = "HBonds"
 
 
@@ -77,6 +92,18 @@ class DataSection:
     block_frames: int = 100
     split_seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.temperature is not None:
+            _positive_number("data.temperature", self.temperature)
+        if self.simulate_nanoseconds is not None:
+            _positive_number("data.simulate_nanoseconds", self.simulate_nanoseconds)
+        _positive_int("data.stride", self.stride)
+        _positive_int("data.block_frames", self.block_frames)
+        if self.max_frames is not None:
+            _positive_int("data.max_frames", self.max_frames)
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+
 
 @dataclass
 class ModelSection:
@@ -96,10 +123,26 @@ class ModelSection:
 class SampleSection:
     """Sampling after training: ``n`` samples at each temperature (K)."""
 
-    temperatures: tuple = (300.0, 450.0, 600.0, 700.0)
+    temperatures: tuple[float, ...] = (300.0, 450.0, 600.0, 700.0)
     n: int = 10000
     batch_size: int = 4096
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperatures, (str, numbers.Number)):
+            raise ConfigError(f"sample.temperatures must be a list of temperatures in K, got {self.temperatures!r}")
+        temperatures = tuple(self.temperatures)
+        if not temperatures:
+            raise ConfigError("sample.temperatures is empty: list at least one temperature in K")
+        for t in temperatures:
+            _positive_number("sample.temperatures", t, what="temperatures in K (> 0)")
+        temperatures = tuple(float(t) for t in temperatures)
+        twice = sorted({t for t in temperatures if temperatures.count(t) > 1})
+        if twice:
+            raise ConfigError(f"sample.temperatures lists {', '.join(f'{t:g}' for t in twice)} K more than once")
+        self.temperatures = temperatures
+        _positive_int("sample.n", self.n)
+        _positive_int("sample.batch_size", self.batch_size)
 
 
 @dataclass
@@ -107,6 +150,20 @@ class EvaluateSection:
     """MD references per temperature (K -> ReferenceData file) for the report."""
 
     references: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        references = {}
+        for key, path in dict(self.references).items():
+            try:
+                t = float(key)
+            except (TypeError, ValueError):
+                t = math.nan
+            if isinstance(key, bool) or not (math.isfinite(t) and t > 0):
+                raise ConfigError(f"evaluate.references keys must be temperatures in K (> 0), got {key!r}")
+            if not isinstance(path, (str, os.PathLike)) or not str(path):
+                raise ConfigError(f"evaluate.references[{t:g}] must be a file path, got {path!r}")
+            references[t] = str(path)
+        self.references = references
 
 
 @dataclass
@@ -126,6 +183,21 @@ class WorkflowConfig:
     sample: SampleSection = field(default_factory=SampleSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
 
+    def __post_init__(self) -> None:
+        _positive_int("threads", self.threads)
+        _positive_int("energy_workers", self.energy_workers)
+        check_curriculum(self.transfer, self.optim)
+
+
+def _positive_int(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer (>= 1), got {value!r}")
+
+
+def _positive_number(key: str, value, what: str = "a positive number") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+
 
 def build_system(section: SystemSection) -> MolecularSystem:
     """The MolecularSystem of a workflow's ``system`` section."""
@@ -133,30 +205,183 @@ def build_system(section: SystemSection) -> MolecularSystem:
                                      sequence=section.sequence)
 
 
-def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, log) -> ReferenceData:
+# ------------------------------------------------------------------ stage records
+#: Keys that change how a run executes, never what it makes: they never trigger a redo.
+RUNTIME_KEYS = frozenset({"out_dir", "threads", "energy_workers", "platform", "run.progress", "run.threads",
+                          "run.out_dir"})
+
+
+#: Data keys that only say how to make (simulate) the data file; training depends on the file's contents.
+_SIMULATION_ONLY = ("data.train", "data.temperature", "data.simulate_nanoseconds", "data.seed")
+
+
+def _flat(value, prefix: str) -> dict:
+    """``{"section.key": value}`` of a nested dict (lists kept as values)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _settings(cfg: WorkflowConfig, *sections: str) -> dict:
+    """Flat settings of the named sections of ``cfg``, without the runtime-only keys."""
+    tree = to_dict(cfg)
+    flat = {}
+    for section in sections:
+        flat.update(_flat(tree[section], section))
+    return {k: v for k, v in flat.items() if k not in RUNTIME_KEYS}
+
+
+def _fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every key whose value differs."""
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _changed_sections(changes: list[str]) -> str:
+    sections = sorted({c.split(":")[0].split(".")[0].split("[")[0] for c in changes})
+    return ", ".join(sections)
+
+
+class _Stages:
+    """``OUT/stages.json``: per stage, the settings and input-file hashes it was made from.
+
+    Also writes ``OUT/workflow.yaml`` the first time a stage is (re)made in a
+    run (:meth:`making`), so that file always describes the outputs beside it.
+    """
+
+    def __init__(self, cfg: WorkflowConfig, out: Path, log):
+        self.cfg, self.out, self.log = cfg, out, log
+        self.path = out / "stages.json"
+        self.records: dict = {}
+        if self.path.exists():
+            try:
+                self.records = json.loads(self.path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.path} is damaged ({err}); delete it to redo every stage") from err
+        self._written_config = False
+
+    def get(self, stage: str) -> Optional[dict]:
+        return self.records.get(stage)
+
+    def set(self, stage: str, record: Optional[dict]) -> None:
+        if record is None:
+            self.records.pop(stage, None)
+        else:
+            self.records[stage] = record
+        atomic_write_text(self.path, json.dumps(self.records, indent=2, sort_keys=True, default=str))
+
+    def making(self) -> None:
+        """Call before (re)making an output: saves the configuration it is made from, once per run."""
+        if not self._written_config:
+            save_yaml(self.cfg, self.out / "workflow.yaml")
+            self._written_config = True
+
+    def file_hash(self, path: Path) -> str:
+        """SHA-256 of a file's contents, cached in the record by (size, mtime)."""
+        st = path.stat()
+        cache = self.records.setdefault("file_hashes", {})
+        key = str(path.resolve())
+        known = cache.get(key)
+        if known and known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            return known["sha256"]
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+        return cache[key]["sha256"]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+# ------------------------------------------------------------------ stages
+def _load_references(cfg: WorkflowConfig, system: MolecularSystem) -> dict[float, ReferenceData]:
+    """The ``evaluate.references`` files, checked (exist, readable, same molecule, temperature)."""
+    references = {}
+    for temperature, ref_path in cfg.evaluate.references.items():
+        where = f"evaluate.references[{temperature:g}]"
+        path = Path(ref_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: reference file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise PermissionError(f"{where}: reference file is not readable: {path}")
+        try:
+            ref = ReferenceData.load(path, system=system)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{where}: {err}") from err
+        if abs(ref.temperature - temperature) > 1e-6:
+            raise ValueError(f"{where} = {path} holds data at {ref.temperature:g} K, not {temperature:g} K")
+        references[temperature] = ref
+    return references
+
+
+def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stages) -> tuple[ReferenceData, str]:
+    """The training data (simulated first when asked and missing) and the SHA-256 of its file."""
+    log = stages.log
     path = Path(cfg.data.train)
+    made_from = _settings(cfg, "system")
+    made_from.update({key: getattr(cfg.data, key.split(".")[1]) for key in _SIMULATION_ONLY})
+    record = stages.get("data")
+    if path.exists() and cfg.data.simulate_nanoseconds is not None:
+        made_here = (record is not None and record.get("simulated") and record.get("path") == str(path)
+                     and record.get("sha256") == stages.file_hash(path))
+        if made_here and record["settings"] != made_from:
+            changes = _changes(record["settings"], made_from)
+            log(f"{path}: {_changed_sections(changes)} changed ({'; '.join(changes)}): "
+                "redoing the simulation and every later stage")
+            stages.making()
+            path.unlink()
+        elif not made_here:
+            _check_simulated_file(path, cfg)
     if not path.exists():
         if cfg.data.simulate_nanoseconds is None or cfg.data.temperature is None:
             raise FileNotFoundError(
                 f"reference data {path} not found; set data.temperature and data.simulate_nanoseconds to simulate it"
             )
+        stages.making()
         log(f"simulating {cfg.data.simulate_nanoseconds} ns at {cfg.data.temperature} K -> {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         simulate(system, cfg.data.temperature, cfg.data.simulate_nanoseconds, seed=cfg.data.seed, out=path,
                  platform=cfg.platform, progress=cfg.run.progress)
+        stages.set("data", {"simulated": True, "path": str(path), "settings": made_from,
+                            "sha256": stages.file_hash(path)})
     data = ReferenceData.load(path, system=system)
     if cfg.data.temperature is not None and abs(cfg.data.temperature - data.temperature) > 1e-6:
         raise ValueError(f"{path} holds data at {data.temperature} K, not data.temperature={cfg.data.temperature} K")
     data = data.subsample(cfg.data.stride)
     if cfg.data.max_frames is not None:
         data = data.select(slice(0, int(cfg.data.max_frames)))
-    return data
+    return data, stages.file_hash(path)
+
+
+def _check_simulated_file(path: Path, cfg: WorkflowConfig) -> None:
+    """Refuse an existing data.train simulated with other settings than data.simulate_nanoseconds / data.seed."""
+    settings = ReferenceData.load(path).metadata.get("settings")
+    if not isinstance(settings, dict):
+        return
+    asked = {"nanoseconds": ("data.simulate_nanoseconds", cfg.data.simulate_nanoseconds),
+             "seed": ("data.seed", cfg.data.seed)}
+    differ = [f"{key} = {value!r} but the file has {settings[k]!r}" for k, (key, value) in asked.items()
+              if k in settings and settings[k] != value]
+    if differ:
+        raise ConfigError(f"data.train {path} exists and was simulated with other settings ({'; '.join(differ)}); "
+                          "delete it to simulate it again, or unset data.simulate_nanoseconds to use it as it is")
 
 
 def _training_data(data: ReferenceData, cfg: WorkflowConfig, dtype: torch.dtype) -> TrainingData:
     fraction = cfg.data.validation_fraction
-    if not 0 < fraction < 1:
-        raise ConfigError(f"data.validation_fraction must be in (0, 1), got {fraction}")
     train_part, val_part = data.split([1 - fraction, fraction], seed=cfg.data.split_seed,
                                       block_frames=cfg.data.block_frames)
 
@@ -165,6 +390,149 @@ def _training_data(data: ReferenceData, cfg: WorkflowConfig, dtype: torch.dtype)
         return BoundaryData(x, torch.full((len(part),), part.temperature, dtype=dtype))
 
     return TrainingData(boundary(train_part), boundary(val_part))
+
+
+def _discard_model_and_after(stages: _Stages) -> None:
+    """Remove the model, the training folder, the samples and the report (before training anew)."""
+    out = stages.out
+    for path in [out / "model.pt", out / "train", out / "report", *out.glob("samples_*K.h5")]:
+        _remove(path)
+    for stage in ("train", "samples", "evaluate"):
+        stages.set(stage, None)
+
+
+def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEnergy, data: ReferenceData,
+                 settings: dict, stages: _Stages, timings: dict) -> tuple[BoltzmannGenerator, str]:
+    """``OUT/model.pt``: loaded if its record matches ``settings``, else (re)trained; returns it and its fingerprint."""
+    log, out = stages.log, stages.out
+    fingerprint = _fingerprint(settings)
+    model_path, train_dir = out / "model.pt", out / "train"
+    record = stages.get("train")
+    if model_path.exists():
+        # a model.pt beside a "started" record was saved by that training (stale ones are removed before it)
+        if record is not None and record["fingerprint"] == fingerprint:
+            log(f"{model_path} is up to date: skipping training")
+            if record.get("status") != "done":
+                stages.set("train", dict(record, status="done"))
+            return BoltzmannGenerator.load(model_path, system=system, energy=energy), fingerprint
+        if record is None:
+            reason = "there is no record of what it was made from"
+        else:
+            changes = _changes(record["settings"], settings)
+            reason = f"{_changed_sections(changes)} changed ({'; '.join(changes)})"
+        log(f"{model_path}: {reason}: redoing training, sampling and evaluation")
+        stages.making()
+        _discard_model_and_after(stages)
+    elif (train_dir / "last.pt").exists() and record is not None and record["fingerprint"] != fingerprint:
+        changes = _changes(record["settings"], settings)
+        raise ConfigError(
+            f"the training in {train_dir} is unfinished and was started with other settings "
+            f"({'; '.join(changes)}); rerun with the settings it was started with (saved in "
+            f"{out / 'workflow.yaml'}) to finish it, or delete {train_dir} to train anew with the new ones"
+        )
+    stages.making()
+    stages.set("train", {"status": "started", "fingerprint": fingerprint, "settings": settings})
+    t0, dtype = data.temperature, _DTYPES[cfg.model.dtype]
+    torch.manual_seed(cfg.run.seed)
+    frames = data.xyz[:: max(1, len(data) // 5000)].astype(np.float64) if cfg.model.scale_from_data else None
+    bg = BoltzmannGenerator.for_system(system, reference_temperature=t0, reference_frames=frames,
+                                       flow=cfg.model.flow, torsion_style=cfg.model.torsion_style,
+                                       energy=energy).to(dtype)
+    train_cfg = TrainConfig(flow=cfg.model.flow, transfer=cfg.transfer, optim=cfg.optim,
+                            run=dataclasses.replace(cfg.run, out_dir=None, threads=cfg.threads))
+    resume = (train_dir / "last.pt").exists()
+    log(f"{'resuming the training' if resume else 'training'} on {len(data)} frames at {t0:g} K "
+        f"({cfg.transfer.method}) -> {train_dir}")
+    start = time.perf_counter()
+    result = train(bg.density, BoltzmannTarget(energy.energy), _training_data(data, cfg, dtype), train_cfg,
+                   train_dir, resume=resume)
+    timings["train_s"] = time.perf_counter() - start
+    log(result.summary())
+    bg.save(model_path)
+    stages.set("train", {"status": "done", "fingerprint": fingerprint, "settings": settings})
+    return bg, fingerprint
+
+
+def _sample_seed(seed: int, temperature: float) -> int:
+    """A seed per (sample.seed, T), so each file is reproducible whichever others are (re)made."""
+    return int(hashlib.sha256(f"{seed}/{temperature:g}".encode()).hexdigest()[:15], 16)
+
+
+def _sample_stage(cfg: WorkflowConfig, system: MolecularSystem, bg: BoltzmannGenerator, train_fingerprint: str,
+                  stages: _Stages, timings: dict) -> dict[float, tuple[Samples, str]]:
+    """``OUT/samples_<T>K.h5`` per temperature: {T: (samples, fingerprint)}; stale files are remade or removed."""
+    log, out = stages.log, stages.out
+    records = dict(stages.get("samples") or {})
+    wanted = {f"{t:g}" for t in cfg.sample.temperatures}
+    for key in sorted(set(records) - wanted):
+        path = out / records.pop(key)["file"]
+        log(f"{key} K is no longer in sample.temperatures: removing {path}")
+        stages.making()
+        _remove(path)
+        stages.set("samples", records)
+    sets = {}
+    for temperature in cfg.sample.temperatures:
+        key = f"{temperature:g}"
+        path = out / f"samples_{key}K.h5"
+        settings = {"training": train_fingerprint, "sample.n": cfg.sample.n, "sample.batch_size": cfg.sample.batch_size,
+                    "sample.seed": cfg.sample.seed, "sample.temperatures": temperature}
+        fingerprint = _fingerprint(settings)
+        record = records.get(key)
+        if path.exists() and record is not None and record["fingerprint"] == fingerprint:
+            sets[temperature] = (Samples.load(path, system=system), fingerprint)
+            continue
+        if path.exists():
+            changes = [] if record is None else _changes(record["settings"], settings)
+            reason = (f"{_changed_sections(changes)} changed ({'; '.join(changes)})" if changes
+                      else "there is no record of what it was made from")
+            log(f"{path}: {reason}: redoing the samples at {key} K")
+        stages.making()
+        torch.manual_seed(_sample_seed(cfg.sample.seed, temperature))
+        start = time.perf_counter()
+        s = bg.sample(cfg.sample.n, temperature, batch_size=cfg.sample.batch_size, progress=cfg.run.progress)
+        timings[f"sample_{key}K_s"] = time.perf_counter() - start
+        s.save(path, overwrite=True)  # replaces a stale file atomically
+        records[key] = {"file": path.name, "fingerprint": fingerprint, "settings": settings}
+        stages.set("samples", records)
+        log(f"{path}: relative ESS {s.relative_ess():.2%}")
+        sets[temperature] = (s, fingerprint)
+    return sets
+
+
+def _evaluate_stage(cfg: WorkflowConfig, bg: BoltzmannGenerator, t0: float, train_fingerprint: str,
+                    sets: dict, references: dict, stages: _Stages) -> dict:
+    """``OUT/report`` against the MD references; returns the metrics (as in ``report/metrics.json``)."""
+    from .analysis.evaluate import evaluate
+
+    log, out = stages.log, stages.out
+    report = out / "report"
+    with_ref = {t: sets[t] for t in sets if t in references}
+    if not with_ref:
+        if report.exists() or stages.get("evaluate") is not None:
+            stages.making()
+            _remove(report)
+            stages.set("evaluate", None)
+        return {}
+    settings = {"training": train_fingerprint}
+    for t, (_, fingerprint) in with_ref.items():
+        path = Path(cfg.evaluate.references[t])
+        settings[f"sample.temperatures[{t:g}]"] = fingerprint
+        settings[f"evaluate.references[{t:g}]"] = f"{path} (sha256 {stages.file_hash(path)[:16]})"
+    fingerprint = _fingerprint(settings)
+    record = stages.get("evaluate")
+    metrics_path = report / "metrics.json"
+    if record is not None and record["fingerprint"] == fingerprint and metrics_path.exists():
+        log(f"{report} is up to date: skipping evaluation")
+        return json.loads(metrics_path.read_text())
+    if report.exists() and record is not None:
+        changes = _changes(record["settings"], settings)
+        log(f"{report}: {_changed_sections(changes)} changed ({'; '.join(changes)}): redoing the evaluation")
+    stages.making()
+    _remove(report)
+    result = evaluate([s for s, _ in with_ref.values()], references, report, model=bg, training_temperature=t0)
+    stages.set("evaluate", {"fingerprint": fingerprint, "settings": settings})
+    log(f"report: {result.files.report_md}")
+    return json.loads(metrics_path.read_text())
 
 
 def run_workflow(path: str | Path, out_dir: Optional[str | Path] = None, log=print) -> dict:
@@ -176,65 +544,31 @@ def run_workflow(path: str | Path, out_dir: Optional[str | Path] = None, log=pri
 
 
 def run(cfg: WorkflowConfig, log=print) -> dict:
-    """Run (or resume) a workflow given as a :class:`WorkflowConfig`."""
-    from .analysis.evaluate import evaluate
+    """Run (or resume) a workflow given as a :class:`WorkflowConfig`; returns the metrics per temperature.
 
+    Everything that can be checked is checked before the first stage starts
+    (the configuration when it is built, then the system and the reference
+    files); stages whose record matches the configuration are skipped, the
+    others redone (see the module docstring).
+    """
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "workflow.yaml")
-    timings = {}
+    stages = _Stages(cfg, out, log)
+    timings: dict = {}
     system = build_system(cfg.system)
-    data = _reference_data(cfg, system, log)
-    t0 = data.temperature
-    dtype = _DTYPES[cfg.model.dtype]
+    references = _load_references(cfg, system)  # before hours of MD and training
+    data, data_hash = _reference_data(cfg, system, stages)
     energy = OpenMMEnergy(system, platform=cfg.platform, n_workers=cfg.energy_workers)
-    model_path = out / "model.pt"
-    if model_path.exists():
-        log(f"{model_path} exists: skipping training")
-        bg = BoltzmannGenerator.load(model_path, system=system, energy=energy)
-    else:
-        torch.manual_seed(cfg.run.seed)
-        frames = data.xyz[:: max(1, len(data) // 5000)].astype(np.float64) if cfg.model.scale_from_data else None
-        bg = BoltzmannGenerator.for_system(system, reference_temperature=t0, reference_frames=frames,
-                                           flow=cfg.model.flow, torsion_style=cfg.model.torsion_style,
-                                           energy=energy).to(dtype)
-        train_cfg = TrainConfig(flow=cfg.model.flow, transfer=cfg.transfer, optim=cfg.optim,
-                                run=dataclasses.replace(cfg.run, out_dir=None, threads=cfg.threads))
-        train_dir = out / "train"
-        log(f"training on {len(data)} frames at {t0:g} K ({cfg.transfer.method}) -> {train_dir}")
-        start = time.perf_counter()
-        result = train(bg.density, BoltzmannTarget(energy.energy), _training_data(data, cfg, dtype), train_cfg,
-                       train_dir, resume=(train_dir / "last.pt").exists())
-        timings["train_s"] = time.perf_counter() - start
-        log(f"trained {result.step} steps; best step {result.best_step}, validation NLL {result.best_validation:.3f}; "
-            f"{result.skipped_steps} skipped steps, {result.reloads} reloads")
-        bg.save(model_path)
-    torch.manual_seed(cfg.sample.seed)
-    sample_sets = []
-    for temperature in cfg.sample.temperatures:
-        path = out / f"samples_{float(temperature):g}K.h5"
-        if path.exists():
-            sample_sets.append(Samples.load(path, system=system))
-            continue
-        start = time.perf_counter()
-        s = bg.sample(cfg.sample.n, float(temperature), batch_size=cfg.sample.batch_size, progress=cfg.run.progress)
-        timings[f"sample_{float(temperature):g}K_s"] = time.perf_counter() - start
-        s.save(path)
-        log(f"{path}: relative ESS {s.relative_ess():.2%}")
-        sample_sets.append(s)
-    references = {}
-    for temperature, ref_path in cfg.evaluate.references.items():
-        ref = ReferenceData.load(ref_path, system=system)
-        if abs(ref.temperature - float(temperature)) > 1e-6:
-            raise ValueError(f"evaluate.references[{temperature}] = {ref_path} holds data at {ref.temperature} K")
-        references[ref.temperature] = ref
-    with_ref = [s for s in sample_sets if float(s.temperature[0]) in references]
-    metrics = {}
-    if with_ref:
-        result = evaluate(with_ref, references, out / "report", model=bg, training_temperature=t0)
-        metrics = result.metrics
-        log(f"report: {result.files.report_md}")
+    train_settings = _settings(cfg, "system", "data", "model", "transfer", "optim", "run")
+    for key in _SIMULATION_ONLY:  # what the data file holds counts, by its hash, not how it was made
+        train_settings.pop(key)
+    train_settings["data.train (sha256)"] = data_hash
+    bg, train_fingerprint = _train_stage(cfg, system, energy, data, train_settings, stages, timings)
+    sets = _sample_stage(cfg, system, bg, train_fingerprint, stages, timings)
+    metrics = _evaluate_stage(cfg, bg, data.temperature, train_fingerprint, sets, references, stages)
+    if not (out / "workflow.yaml").exists():  # every stage is up to date with cfg, so cfg describes them
+        stages.making()
     if timings:
         previous = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
         atomic_write_text(out / "timings.json", json.dumps({**previous, **timings}, indent=2))
