@@ -35,7 +35,7 @@ from trade_md.config import load_yaml
 from trade_md.data import ReferenceData
 from trade_md.generator import BoltzmannGenerator, Samples
 from trade_md.simulate import simulate
-from trade_md.units import KB
+from trade_md.units import reduced_energy
 from trade_md.workflow import WorkflowConfig, build_system, run
 
 TEMPERATURES = (300.0, 450.0, 600.0)
@@ -64,7 +64,7 @@ def train_method(base: WorkflowConfig, method: str, steps: int, out: Path) -> Pa
 def reweighted_from_c0(model: BoltzmannGenerator, t: float, n: int, t0: float) -> Samples:
     """Samples of the model at T0 with importance weights to T: -U/(k_B T) - log p(x|T0)."""
     s = model.sample(n, t0)
-    log_w = -s.energies / (KB * t) - s.log_prob
+    log_w = -reduced_energy(s.energies, t) - s.log_prob
     return Samples(s.xyz, s.log_prob, np.full(len(s), t), s.topology, s.energies, log_w, s.metadata)
 
 

@@ -6,12 +6,12 @@ samples per grid point, refresh every 10 steps, 8 grid points over 250-700 K,
 T0 = 600 K, training frames from ``data/ala2_600K.h5``), loads the shipped
 trained weights ``data/models/ala2_trade.pt`` when they fit (so flow samples
 and their energies look like those of a run in progress, not of an identity
-flow), and runs the library's own ``_Trainer.train_step`` past the curriculum
+flow), and runs the library's own ``trade_md.train._Trainer.train_step`` past the curriculum
 (full transfer weight, all 8 grid points active). Library functions are
 wrapped by monkeypatching with ``perf_counter`` / ``process_time`` timers, so
 the breakdown is that of the real step:
 
-- data batch indexing: ``_Trainer.boundary_loss`` minus the ``nll`` call in it;
+- data batch indexing: the boundary term (``NLLBoundary.loss``) minus the ``nll`` call in it;
 - boundary NLL forward: ``losses.nll`` (the flow's ``log_prob`` of the batch);
 - gradient loss: evaluation points (flow samples at c, ``model.sample``), their
   OpenMM energies (the target ``t``), ``log_prob`` with a graph, the
@@ -52,8 +52,11 @@ import numpy as np
 import torch
 
 import trade_md.losses as losses_mod
+import trade_md.methods.boundary as boundary_mod
+import trade_md.methods.trade_grid as trade_grid_mod
 import trade_md.train as train_mod
 from trade_md.config import load_yaml
+from trade_md.curriculum import curriculum_steps
 from trade_md.data import ReferenceData
 from trade_md.energy import OpenMMEnergy
 from trade_md.generator import BoltzmannGenerator
@@ -99,24 +102,24 @@ class PhaseTimer:
 @contextlib.contextmanager
 def instrumented(trainer, timer: PhaseTimer):
     """Wrap the library pieces one step calls; restore module-level names afterwards."""
-    model, grid = trainer.model, trainer.grid
+    model, grid, loss_target = trainer.model, getattr(trainer.method, "grid", None), trainer.method.target
     # instance attributes (this trainer's objects only)
-    trainer.boundary_loss = timer.wrap("boundary", trainer.boundary_loss)
-    trainer.transfer_loss = timer.wrap("transfer", trainer.transfer_loss)
+    trainer.boundary.loss = timer.wrap("boundary", trainer.boundary.loss)
+    trainer.method.loss = timer.wrap("transfer", trainer.method.loss)
     trainer.optimizer.step = timer.wrap("optimizer_step", trainer.optimizer.step)
     trainer.scheduler.step = timer.wrap("scheduler_step", trainer.scheduler.step)
     model.log_prob = timer.wrap("log_prob", model.log_prob)
     model.sample = timer.wrap("sample", model.sample)
-    if trainer.loss_target is not None:
-        trainer.loss_target.energy_fn = timer.wrap("openmm_energy", trainer.loss_target.energy_fn)
+    if loss_target is not None:
+        loss_target.energy_fn = timer.wrap("openmm_energy", loss_target.energy_fn)
     if grid is not None:
         grid.refresh = timer.wrap("snis_refresh", grid.refresh)
         grid.causality_weights = timer.wrap("causality_weights", grid.causality_weights)
         grid.record_losses = timer.wrap("record_losses", grid.record_losses)
-    # module-level names, looked up at call time by train.py / losses.py
+    # module-level names, looked up at call time by the boundary, the grid method and losses.py
     patches = [
-        (train_mod, "nll", "nll_forward"),
-        (train_mod, "grid_gradient_loss", "gradient_loss"),
+        (boundary_mod, "nll", "nll_forward"),
+        (trade_grid_mod, "grid_gradient_loss", "gradient_loss"),
         (losses_mod, "condition_derivative", "dlogp_dT"),
         (torch.autograd, "grad", "autograd_grad"),
         (torch.Tensor, "backward", "backward"),
@@ -130,15 +133,15 @@ def instrumented(trainer, timer: PhaseTimer):
     finally:
         for obj, name, original in saved:
             setattr(obj, name, original)
-        for name in ("boundary_loss", "transfer_loss"):
-            trainer.__dict__.pop(name, None)
+        trainer.boundary.__dict__.pop("loss", None)
+        trainer.method.__dict__.pop("loss", None)
         for name in ("log_prob", "sample"):
             model.__dict__.pop(name, None)
         if grid is not None:
             for name in ("refresh", "causality_weights", "record_losses"):
                 grid.__dict__.pop(name, None)
-        if trainer.loss_target is not None:
-            trainer.loss_target.energy_fn = trainer.loss_target.energy_fn.__wrapped__
+        if loss_target is not None:
+            loss_target.energy_fn = loss_target.energy_fn.__wrapped__
         trainer.optimizer.step = trainer.optimizer.step.__wrapped__
         trainer.scheduler.__dict__.pop("step", None)
 
@@ -203,9 +206,9 @@ def make_trainer(setup: Setup, method: str, dtype: torch.dtype, out_dir: Path):
     # many total steps so the one-cycle scheduler never runs out while we time steps
     optim = dataclasses.replace(wf.optim, steps=1_000_000)
     run = dataclasses.replace(wf.run, out_dir=None, threads=wf.threads, progress=False)
-    cfg = train_mod.TrainConfig(flow=wf.model.flow, transfer=transfer, optim=optim, run=run)
+    cfg = train_mod.TrainConfig(transfer=transfer, optim=optim, run=run)
     trainer = train_mod._Trainer(model, BoltzmannTarget(setup.energy.energy), data, cfg, out_dir)
-    return trainer, train_mod.curriculum_steps(transfer)
+    return trainer, curriculum_steps(transfer)
 
 
 # ---------------------------------------------------------------- summary
@@ -312,7 +315,8 @@ def print_breakdown(title: str, trade: dict, nll: dict, refresh_every: int) -> N
 # ---------------------------------------------------------- energy throughput
 def energy_throughput(setup: Setup, repeats: int) -> list[tuple]:
     """configs/s of OpenMMEnergy.energy on flow samples: the SNIS batch (8 x 256) and one step's 256 points."""
-    grid = losses_mod.ConditionGrid(*setup.wf.transfer.condition_range, 600.0, setup.wf.transfer.grid_size, 0.9, 1.0)
+    tc = setup.wf.transfer
+    grid = trade_grid_mod.ConditionGrid(*tc.condition_range, 600.0, tc.grid_size, 0.9, 1.0)
     n = setup.wf.transfer.snis_samples
     c = grid.conditions.to(torch.float32).repeat_interleave(n)
     with torch.no_grad():

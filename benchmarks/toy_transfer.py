@@ -26,8 +26,8 @@ import torch
 
 from trade_md._io import atomic_write_text
 from trade_md.flows import FlowConfig
-from trade_md.problems import ProblemConfig, build_problem, transfer_metrics
-from trade_md.train import OptimConfig, RunConfig, TrainConfig, TransferConfig, train
+from trade_md.testsystems import ProblemConfig, ToyRunConfig, build_problem, transfer_metrics
+from trade_md.train import OptimConfig, RunConfig, TransferConfig, train
 
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5)
 #: label -> (transfer.method, TSF-like scaled-base model)
@@ -41,10 +41,10 @@ METHODS = {
 }
 
 
-def make_config(method: str, scaled_base: bool, seed: int, steps: int, dim: int) -> TrainConfig:
+def make_config(method: str, scaled_base: bool, seed: int, steps: int, dim: int) -> ToyRunConfig:
     """The shared setup: 20k samples at T = 1, a 3x2-layer spline flow, one-cycle Adam."""
     curriculum = steps // 5
-    return TrainConfig(
+    return ToyRunConfig(
         problem=ProblemConfig(
             name="multiwell", dim=dim, reference=1.0, n_train=20000, n_validation=2000,
             scaled_base_only=scaled_base, dtype="float32", seed=seed,

@@ -17,8 +17,8 @@ from trade_md import cli
 from trade_md.cli import main
 from trade_md.config import ConfigError, load_yaml
 from trade_md.data import ReferenceData
-from trade_md.problems import build_problem
-from trade_md.train import TrainConfig, TrainResult, train
+from trade_md.testsystems import ToyRunConfig, build_problem
+from trade_md.train import TrainResult, train
 from trade_md.workflow import WorkflowConfig
 
 TINY_TRAIN = {
@@ -101,19 +101,24 @@ WORKFLOW_CASES = [
     ({"sample.batch_size": -1}, "sample.batch_size must be a positive integer"),
     ({"sample.temperatures": 300}, "sample.temperatures must be a list of numbers, got 300"),
     ({"sample.temperatures": []}, "sample.temperatures is empty"),
-    ({"sample.temperatures": [300.0, -5.0]}, "sample.temperatures must be temperatures in K (> 0), got -5.0"),
-    ({"sample.temperatures": [0, 300]}, "sample.temperatures must be temperatures in K (> 0), got 0.0"),
+    ({"sample.temperatures": [300.0, -5.0]}, "sample.temperatures must be finite and > 0 K, got [-5.0]"),
+    ({"sample.temperatures": [0, 300]}, "sample.temperatures must be finite and > 0 K, got [0.0]"),
     ({"sample.temperatures": [300, 300.0]}, "sample.temperatures lists 300 K more than once"),
     ({"threads": 0}, "threads must be a positive integer (>= 1), got 0"),
     ({"energy_workers": 0}, "energy_workers must be a positive integer (>= 1), got 0"),
     ({"energy_workers": "two"}, "energy_workers must be an integer, got 'two'"),
     ({"data.validation_fraction": 1.5}, "data.validation_fraction must be in (0, 1), got 1.5"),
     ({"data.stride": 0}, "data.stride must be a positive integer"),
-    ({"data.temperature": -600}, "data.temperature must be a positive number, got -600.0"),
+    ({"model.dtype": "float16"}, "model.dtype must be one of 'float32', 'float64', got 'float16'"),
+    ({"model.torsion_style": "twisted"}, "model.torsion_style must be one of 'relative', 'proper', got 'twisted'"),
+    # one setting, one key: the top-level out_dir and threads, never silently overwritten
+    ({"run.threads": 2}, "run.threads is not used in a workflow: set the top-level threads instead"),
+    ({"run.out_dir": "elsewhere"}, "run.out_dir is not used in a workflow: set the top-level out_dir instead"),
+    ({"data.temperature": -600}, "data.temperature must be finite and > 0 K, got -600.0"),
     # MD references: exist, readable, the same molecule, at the temperature they are listed under
     ({"evaluate.references": {450: "{tmp}/missing.h5"}}, "evaluate.references[450]: reference file not found"),
-    ({"evaluate.references": {"450K": "{tmp}/ala2_600K.h5"}}, "evaluate.references keys must be temperatures in K"),
-    ({"evaluate.references": {-450: "{tmp}/ala2_600K.h5"}}, "evaluate.references keys must be temperatures in K"),
+    ({"evaluate.references": {"450K": "{tmp}/ala2_600K.h5"}}, "evaluate.references keys must be a number, got '450K'"),
+    ({"evaluate.references": {-450: "{tmp}/ala2_600K.h5"}}, "evaluate.references keys must be finite and > 0 K"),
     ({"evaluate.references": {450: 7}}, "evaluate.references[450] must be a file path, got 7"),
     ({"evaluate.references": {450: "{tmp}/ala2_600K.h5"}},
      "evaluate.references[450] = {tmp}/ala2_600K.h5 holds data at 600 K, not 450 K"),
@@ -166,7 +171,7 @@ TRAIN_CASES = [
     ({"transfer.gradient.huber_delta": "big"}, "transfer.gradient.huber_delta must be a number, got 'big'"),
     ({"optim.steps": 9}, "optim.steps = 9 is shorter than the curriculum of method 'trade_grid'"),
     ({"optim.steps": 19, "transfer.method": "reverse_kl"}, "= 8 + max(4, 12) = 20"),
-    ({"optim.steps": 0}, "steps must be a positive integer, got 0"),
+    ({"optim.steps": 0}, "optim.steps must be a positive integer (>= 1), got 0"),
     ({"optim.pct_start": 0.05}, "optim.pct_start * optim.steps = 0.05 * 20 = 1 leaves the one-cycle"),
 ]
 
@@ -176,7 +181,7 @@ def test_bad_training_configuration_names_the_key(tmp_path, capsys, edits, messa
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(edited(TINY_TRAIN, edits, tmp_path)))
     with pytest.raises(ConfigError) as info:
-        load_yaml(TrainConfig, path)
+        load_yaml(ToyRunConfig, path)
     assert message in str(info.value)
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
@@ -186,7 +191,7 @@ def test_bad_training_configuration_names_the_key(tmp_path, capsys, edits, messa
 def test_nll_has_no_curriculum_and_train_rechecks_an_edited_config(tmp_path):
     data = edited(TINY_TRAIN, {"optim.steps": 2, "transfer.method": "nll"}, tmp_path)
     (tmp_path / "nll.yaml").write_text(yaml.safe_dump(data))
-    config = load_yaml(TrainConfig, tmp_path / "nll.yaml")  # no curriculum: any length is fine
+    config = load_yaml(ToyRunConfig, tmp_path / "nll.yaml")  # no curriculum: any length is fine
     config.transfer.method = "trade_grid"  # edited after construction: train() checks again
     problem = build_problem(config.problem, config.flow)
     with pytest.raises(ConfigError, match="optim.steps = 2 is shorter than the curriculum"):
@@ -231,14 +236,14 @@ CLI_CASES = [
     ("sample --model {tmp}/none.pt --temperature 300 --out {tmp}/no/such/dir/s.h5", 2,
      "output folder does not exist: {tmp}/no/such/dir"),
     ("sample --model {tmp}/none.pt --temperature 300 --out {tmp}/s.h5", 2, "model file not found"),
-    ("sample --model {tmp}/none.pt --temperature 300,-5 --out {tmp}/s.h5", 2, "temperatures must be > 0 K, got -5"),
+    ("sample --model {tmp}/none.pt --temperature 300,-5 --out {tmp}/s.h5", 2, "temperatures must be finite and > 0 K, got [-5.0]"),
     ("sample --model {tmp}/none.pt --temperature , --out {tmp}/s.h5", 2, "expected at least one temperature"),
     ("sample --model {tmp}/none.pt --temperature 300 --n 0 --out {tmp}/s.h5", 2,
-     "argument --n: expected a positive integer, got '0'"),
+     "argument --n: value must be a positive integer (>= 1), got 0"),
     ("sample --model {tmp}/none.pt --temperature 300 --threads 0 --out {tmp}/s.h5", 2,
-     "argument --threads: expected a positive integer"),
+     "argument --threads: value must be a positive integer (>= 1), got 0"),
     ("evaluate --samples a.h5 --reference b.h5 --out {tmp}/r --threads -1", 2,
-     "argument --threads: expected a positive integer"),
+     "argument --threads: value must be a positive integer (>= 1), got -1"),
     # trade-md train on a folder that holds a run says how to continue it
     ("train --config {tmp}/cfg.yaml", 2, "{tmp}/used already holds a training run; add --resume"),
     ("train --config {tmp}/missing.yaml", 2, "configuration file not found"),
@@ -267,9 +272,9 @@ INTERRUPT_CASES = [
      "interrupted; rerun the same command to resume"),
     ("simulate --temperature 300 --nanoseconds 1 --out {tmp}/md.h5", "trade_md.simulate.simulate",
      "interrupted; rerun the same command to resume"),
-    ("train --config {tmp}/cfg.yaml --resume", "trade_md.train.train_from_config",
+    ("train --config {tmp}/cfg.yaml --resume", "trade_md.testsystems.train_from_config",
      "interrupted; rerun the same command to resume"),
-    ("train --config {tmp}/cfg.yaml --out {tmp}/fresh", "trade_md.train.train_from_config",
+    ("train --config {tmp}/cfg.yaml --out {tmp}/fresh", "trade_md.testsystems.train_from_config",
      "interrupted; rerun the same command with --resume to resume"),
 ]
 

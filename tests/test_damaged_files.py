@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from trade_md.checkpoints import load_checkpoint, previous_checkpoint
 from trade_md.data import ReferenceData
 from trade_md.generator import Samples
-from trade_md.problems import build_problem
 from trade_md.simulate import _Checkpoint, simulate
 from trade_md.system import MolecularSystem
-from trade_md.train import load_checkpoint, previous_checkpoint, train
+from trade_md.testsystems import build_problem
+from trade_md.train import train
 from trade_md.trajectory import TrajectoryFileError, read_trajectory
 
 from tests.test_simulate import harmonic_oscillators

@@ -81,17 +81,17 @@ def assert_same_point(kinds, x: torch.Tensor, y: torch.Tensor, atol: float) -> N
 
 def check_contract(flow: ConditionalFlow, x: torch.Tensor, context: torch.Tensor) -> None:
     """Round trip, ladj(inverse) = -ladj(forward), log-dets against autograd slogdet."""
-    z, ladj = flow.inverse(x, context)
-    x2, ladj2 = flow.forward(z, context)
+    z, ladj = flow.forward(x, context)
+    x2, ladj2 = flow.inverse(z, context)
     assert z.shape == x.shape and ladj.shape == (x.shape[0],)
     assert_same_point(flow.kinds, x, x2, atol=1e-9)
     torch.testing.assert_close(ladj, -ladj2, rtol=0, atol=1e-9)
     assert ladj.abs().max() > 1e-3  # the check is not vacuous
     for i in range(3):
         c = context[i : i + 1]
-        jac_inv = torch.autograd.functional.jacobian(lambda v: flow.inverse(v[None], c)[0][0], x[i])
-        jac_fwd = torch.autograd.functional.jacobian(lambda v: flow.forward(v[None], c)[0][0], z[i])
-        for jac, expected in ((jac_inv, ladj[i]), (jac_fwd, ladj2[i])):
+        jac_fwd = torch.autograd.functional.jacobian(lambda v: flow.forward(v[None], c)[0][0], x[i])
+        jac_inv = torch.autograd.functional.jacobian(lambda v: flow.inverse(v[None], c)[0][0], z[i])
+        for jac, expected in ((jac_fwd, ladj[i]), (jac_inv, ladj2[i])):
             sign, logdet = torch.linalg.slogdet(jac)
             assert sign > 0
             torch.testing.assert_close(logdet, expected, rtol=0, atol=1e-8)
@@ -164,7 +164,7 @@ def test_identity_at_initialization() -> None:
     flow = ConditionalFlow(MIXED, config=small_config()).double()
     x = domain_points(MIXED, 8)
     for t_ratio in T_RATIOS:
-        z, ladj = flow.inverse(x, contexts(8, t_ratio))
+        z, ladj = flow.forward(x, contexts(8, t_ratio))
         torch.testing.assert_close(z, x)
         assert ladj.abs().max() < 1e-12
 
@@ -194,7 +194,7 @@ def test_sample_log_density_matches_log_prob_alanine_sized() -> None:
 @pytest.mark.parametrize("t_ratio", T_RATIOS)
 @pytest.mark.parametrize("sigma0", [0.02, 0.1, 0.5])
 def test_base_matches_scipy(sigma0: float, t_ratio: float) -> None:
-    """Base density and sampler at temperature T (defect 5: a sampler ignoring T)."""
+    """Base density and sampler at temperature T (a sampler that ignored T, as the research code's did, fails)."""
     base = MixedBase(["torsion", "angle", "real"], bounded_sigma=sigma0, real_sigma=1.3).double()
     log_t = torch.full((20000,), math.log(t_ratio), dtype=torch.float64)
     torch.manual_seed(3)
@@ -416,15 +416,15 @@ def test_runs_on_cuda() -> None:
 # ---------------------------------------------------------------- ConditionedFlow
 
 
-def test_conditioned_flow_temperature_and_power() -> None:
+def test_conditioned_flow_temperature_and_beta() -> None:
     flow = make_flow(config=small_config())
     x = domain_points(MIXED, 5)
     model = ConditionedFlow(flow, reference=300.0)
-    torch.testing.assert_close(model.context(600.0), torch.tensor([[math.log(2.0)]], dtype=torch.float64))
+    torch.testing.assert_close(model.context(600.0, 1), torch.tensor([[math.log(2.0)]], dtype=torch.float64))
     torch.testing.assert_close(model.log_prob(x, 450.0), flow.log_prob(x, contexts(5, 1.5)))
     temperatures = torch.tensor([200.0, 300.0, 400.0, 500.0, 600.0], dtype=torch.float64)
     torch.testing.assert_close(model.log_prob(x, temperatures), flow.log_prob(x, torch.log(temperatures / 300)[:, None]))
-    power = ConditionedFlow(flow, reference=1.0, kind="power")
+    power = ConditionedFlow(flow, reference=1.0, condition="beta")
     torch.testing.assert_close(power.log_prob(x, 0.5), flow.log_prob(x, contexts(5, 2.0)))
     for m, cond in ((model, 450.0), (model, temperatures), (power, torch.full((5,), 0.8, dtype=torch.float64))):
         s, log_p = m.sample(5, cond)
@@ -443,8 +443,10 @@ def test_conditioned_flow_validates_conditions() -> None:
         model.log_prob(x, torch.tensor([300.0, -1.0, 300.0, 300.0]))
     with pytest.raises(ValueError, match="> 0"):
         model.sample(3, 0.0)
-    with pytest.raises(ValueError, match="kind"):
-        ConditionedFlow(model.flow, reference=300.0, kind="pressure")
+    with pytest.raises(ValueError, match="condition must be one of 'temperature', 'beta'"):
+        ConditionedFlow(model.flow, reference=300.0, condition="pressure")
+    with pytest.raises(ValueError, match="reference must be finite and > 0"):
+        ConditionedFlow(model.flow, reference=0.0)
     with pytest.raises(ValueError, match="context_dim"):
         ConditionedFlow(ConditionalFlow(MIXED, context_dim=2, config=small_config()), reference=300.0)
 
@@ -485,7 +487,8 @@ def test_config_validation_and_strict_loading() -> None:
     with pytest.raises(ConfigError, match="bins"):
         from_dict(FlowConfig, {"binz": 4})
     for bad in [{"schedule": ["torsion > angle"]}, {"schedule": ["dihedral | angle"]}, {"schedule": ["* | *"]},
-                {"schedule": [" | angle"]}, {"schedule": "torsion | angle"}, {"bins": 1}, {"bounded_sigma": 0.0}]:
+                {"schedule": [" | angle"]}, {"schedule": "torsion | angle"}, {"bins": 1}, {"bounded_sigma": 0.0},
+                {"repeats": 0}, {"hidden": (8, 0)}, {"min_slope": 1.0}]:
         with pytest.raises(ValueError):
             FlowConfig(**bad)
     with pytest.raises(ValueError, match="no layer"):

@@ -6,6 +6,7 @@ import torch
 from trade_md import units
 from trade_md.flows import FlowConfig
 from trade_md.generator import BoltzmannGenerator, ModelFileError, Samples
+from trade_md.targets import BoltzmannTarget
 
 SMALL = {"hidden": [32], "bins": 4}
 
@@ -54,6 +55,23 @@ def test_samples_carry_energies_and_weights(bg, ala2):
     assert w.sum() == pytest.approx(1.0) and np.all(w >= 0)
     r = s.resample(20, seed=1)
     assert len(r) == 20 and np.all(r.log_weights == 0)
+
+
+def test_a_generator_is_a_density_and_a_target(bg, ala2):
+    """Built like bgflow's BoltzmannGenerator(prior, flow, target): energies and weights come from the target."""
+    seen = []
+
+    def energy(x):
+        seen.append(tuple(x.shape))
+        return torch.full((x.shape[0],), 10.0, dtype=x.dtype)
+
+    s = BoltzmannGenerator(bg.density, BoltzmannTarget(energy), ala2).sample(6, 300.0)
+    assert seen == [(6, 22, 3)] and np.all(s.energies == 10.0)
+    np.testing.assert_allclose(s.log_weights, -10.0 / (units.KB * 300.0) - s.log_prob, rtol=1e-12)
+    bare = BoltzmannGenerator(bg.density)  # no target, no system: samples without energies only
+    assert bare.sample(3, 300.0, energies=False).topology.n_atoms == 22
+    with pytest.raises(ValueError, match="a target or a MolecularSystem"):
+        bare.sample(3, 300.0)
 
 
 def test_samples_save_load_round_trip(bg, ala2, tmp_path):

@@ -8,14 +8,10 @@ import torch
 from trade_md import units
 from trade_md.flows import ConditionalFlow, ConditionedFlow, FlowConfig
 from trade_md.losses import (
-    ConditionGrid,
     GradientLossConfig,
     condition_derivative,
-    continuous_gradient_loss,
-    energy_free_target,
     evaluation_points,
     gradient_loss,
-    grid_gradient_loss,
     log_uniform_conditions,
     nll,
     reverse_kl,
@@ -24,13 +20,18 @@ from trade_md.losses import (
     snis_at_conditions,
     soft_clip,
 )
-from trade_md.targets import BoltzmannTarget, MultiWell, PowerTarget
+from trade_md.methods.trade_continuous import continuous_gradient_loss
+from trade_md.methods.trade_grid import ConditionGrid, grid_gradient_loss
+from trade_md.targets import BoltzmannTarget, PowerTarget, energy_free_target
+from trade_md.testsystems import MultiWell
 
 DIM = 3
 
 
 class GaussianTemperatureOracle(torch.nn.Module):
     """Exact model of q = exp(-|x|^2 / (2T)): p(x|T) = N(0, T I), so log Z(T) = d/2 log(2 pi T)."""
+
+    condition = "temperature"
 
     def __init__(self):
         super().__init__()
@@ -49,6 +50,8 @@ class GaussianTemperatureOracle(torch.nn.Module):
 class GaussianPowerOracle(GaussianTemperatureOracle):
     """Exact model of q = N(0, I)^beta: p(x|beta) = N(0, I / beta)."""
 
+    condition = "beta"
+
     def log_prob(self, x, c):
         return super().log_prob(x, 1.0 / torch.as_tensor(c, dtype=x.dtype))
 
@@ -64,14 +67,14 @@ def power_target():
     return PowerTarget(lambda x: -0.5 * (x**2).sum(-1))
 
 
-def random_flow(kind="temperature", reference=1.0, dim=2):
+def random_flow(condition="temperature", reference=1.0, dim=2):
     """A small real-valued ConditionedFlow with non-zero last layers (so it depends on c)."""
     flow = ConditionalFlow(["real"] * dim, 1, FlowConfig(schedule=("real/0 | *", "real/1 | *"), hidden=(16,), bins=4))
     with torch.no_grad():
         for layer in flow.layers:
             layer.hyper[-1].weight.normal_(0, 0.3)
             layer.hyper[-1].bias.normal_(0, 0.3)
-    return ConditionedFlow(flow, reference=reference, kind=kind)
+    return ConditionedFlow(flow, reference=reference, condition=condition)
 
 
 def test_snis_estimate_of_dlogq_dT_matches_the_exact_value_within_5_stderr():
@@ -99,7 +102,8 @@ def test_snis_drops_unusable_samples_and_reports_ess():
 
 
 def test_per_sample_temperatures_do_not_broadcast_importance_weights():
-    """Defect 3: with (B,) energies and (B,) temperatures each weight uses its own pair."""
+    """With (B,) energies and (B,) temperatures each weight uses its own pair (the research code
+    divided a (B,) energy by a (B, 1) temperature: a (B, B) broadcast that made all weights equal)."""
     target = BoltzmannTarget(lambda x: 5.0 * (x**2).sum(-1))  # kJ/mol
     x = torch.randn(200, DIM)
     T = torch.linspace(200.0, 400.0, 200)
@@ -125,8 +129,9 @@ def test_per_sample_temperatures_do_not_broadcast_importance_weights():
 def test_gradient_residual_vanishes_for_the_exact_model(model, target, conditions, expectation):
     """With the exact model and the exact E_c[dlogq/dc], g = t for every sample.
 
-    Catches a wrong derivative power (defect 1) or a missing 1/beta (defect 2)
-    anywhere between the target, the autograd derivative and the scaling.
+    Catches a wrong power of T in d/dT log q (the research code had -u/T^3 on one
+    path) or a missing 1/beta in the likelihood-power derivative, anywhere between
+    the target, the autograd derivative and the scaling.
     """
     config = GradientLossConfig(penalty="mse", target_clip=1e6)
     x = 1.3 * torch.randn(300, DIM)
@@ -154,10 +159,11 @@ def test_condition_derivative_of_a_flow_matches_finite_differences_and_reaches_p
     assert all(gr is not None for gr in grads) and any(float(gr.abs().sum()) > 0 for gr in grads)
 
 
-@pytest.mark.parametrize("kind", ["temperature", "power"])
-def test_flow_sampling_and_log_prob_agree_at_every_condition(kind):
-    """Defect 5: the sampler must use the condition the density uses (SNIS relies on it)."""
-    model = random_flow(kind=kind)
+@pytest.mark.parametrize("condition", ["temperature", "beta"])
+def test_flow_sampling_and_log_prob_agree_at_every_condition(condition):
+    """The sampler must use the condition the density uses (SNIS relies on it; the research
+    code's sampler ignored the temperature)."""
+    model = random_flow(condition=condition)
     spreads = []
     for c in (0.5, 1.0, 2.0):
         x, log_p = model.sample(500, c)
@@ -167,7 +173,7 @@ def test_flow_sampling_and_log_prob_agree_at_every_condition(kind):
     x, log_p = model.sample(500, c)
     torch.testing.assert_close(log_p, model.log_prob(x, c), rtol=1e-8, atol=1e-8)
     # temperature widens the distribution; a power beta narrows it
-    assert (spreads[0] < spreads[2]) == (kind == "temperature")
+    assert (spreads[0] < spreads[2]) == (condition == "temperature")
 
 
 def test_gradient_loss_masks_nonfinite_energies_and_stays_finite():

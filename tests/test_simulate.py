@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 
 import mdtraj
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from trade_md import units
 from trade_md.data import ReferenceData
 from trade_md.energy import OpenMMEnergy
-from trade_md.simulate import simulate
+from trade_md.simulate import SimulationSettings, simulate
 from trade_md.system import MolecularSystem
 
 pytestmark = pytest.mark.openmm
@@ -134,3 +135,16 @@ def test_unwritable_output(ala2, tmp_path):
     blocker.write_text("")
     with pytest.raises(FileNotFoundError, match="folder"):
         simulate(ala2, 300.0, 0.001, out=blocker / "out.h5", progress=False)
+
+
+def test_settings_object_with_keyword_options(ala2, tmp_path):
+    """A SimulationSettings object passes through; keyword options replace single fields of it."""
+    base = SimulationSettings(temperature=300.0, nanoseconds=0.002, equilibration_ps=1.0, seed=4)
+    resolved = SimulationSettings.resolve(base, ala2, nanoseconds=None, seed=5)
+    assert resolved == replace(base, seed=5, system=ala2.name)
+    data = simulate(ala2, settings=base, seed=5, out=tmp_path / "md.h5", progress=False)
+    assert len(data) == 2 and data.metadata["settings"] == asdict(resolved)
+    with pytest.raises(TypeError, match="unknown simulation setting.*'timestep'"):
+        simulate(ala2, 300.0, 0.001, timestep=1.0, progress=False)
+    with pytest.raises(TypeError, match="temperature"):  # neither given nor in a settings object
+        simulate(ala2, nanoseconds=0.001, progress=False)

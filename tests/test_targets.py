@@ -6,16 +6,9 @@ import pytest
 import torch
 
 from trade_md import units
-from trade_md.losses import energy_free_target
-from trade_md.targets import (
-    BoltzmannTarget,
-    GaussianMixturePower,
-    MultiWell,
-    PowerTarget,
-    Target,
-    TwoMoonsPosterior,
-    as_condition,
-)
+from trade_md.density import CONDITIONS, as_condition
+from trade_md.targets import BoltzmannTarget, PowerTarget, Target, energy_free_target
+from trade_md.testsystems import GaussianMixturePower, MultiWell, ToyTarget, TwoMoonsPosterior
 
 
 def harmonic(x):
@@ -43,7 +36,8 @@ def target_case(request):
 def test_every_target_satisfies_the_protocol(target_case):
     target, _, _ = target_case
     assert isinstance(target, Target)
-    assert target.condition in ("temperature", "beta")
+    assert target.condition in CONDITIONS
+    assert isinstance(target, ToyTarget) == hasattr(target, "log_Z")
 
 
 def test_dlogq_dc_is_the_finite_difference_of_log_q(target_case):
@@ -66,7 +60,7 @@ def test_per_sample_conditions_equal_scalar_conditions(target_case):
 
 
 def test_B1_conditions_are_rejected_not_broadcast(target_case):
-    """Defect 3: a (B,) energy against a (B, 1) temperature broadcasts to (B, B)."""
+    """A (B,) energy against a (B, 1) temperature would broadcast to (B, B) (as in the research code)."""
     target, conditions, dim = target_case
     x = torch.randn(5, dim)
     with pytest.raises(ValueError, match=r"shape \(5,\)"):
@@ -89,7 +83,7 @@ def test_energy_with_trailing_dimension_is_rejected():
 
 
 def test_boltzmann_target_is_exp_minus_u_over_kT_with_its_T2_derivative():
-    """Defect 1: one formula, U / (k_B T^2) -- the research code had -U / T^3 on one path."""
+    """One formula, U / (k_B T^2) -- the research code had -U / T^3 on one path."""
     target = BoltzmannTarget(harmonic)
     x = torch.randn(7, 4)
     T = torch.linspace(250.0, 700.0, 7)
@@ -100,7 +94,8 @@ def test_boltzmann_target_is_exp_minus_u_over_kT_with_its_T2_derivative():
 
 
 def test_every_temperature_path_uses_the_units_derivative(monkeypatch):
-    """Defect 1: BoltzmannTarget, MultiWell and the energy-free target all call units.dlogq_dT."""
+    """d/dT log q is implemented once: BoltzmannTarget, MultiWell and the energy-free target all
+    call units.dlogq_dT (the research code computed it by different formulas on different paths)."""
     calls = []
     original = units.dlogq_dT
 
@@ -130,7 +125,8 @@ def test_nan_energies_mean_zero_density():
 
 
 def test_tempered_posterior_derivative_is_the_log_likelihood():
-    """Defect 2: d/dbeta [log prior + beta log L] = log L, with no 1/beta."""
+    """d/dbeta [log prior + beta log L] = log L, with no 1/beta (the research code's
+    likelihood-power derivative of tempered posteriors was off by 1/beta)."""
     target = TwoMoonsPosterior()
     theta = 0.3 * torch.randn(50, 2)
     for beta in (0.2, 0.5, 3.0):
@@ -180,7 +176,7 @@ def test_exact_samples_reproduce_the_derivative_of_log_Z(target, conditions, h):
     """E_c[d/dc log q] over exact samples = d/dc log Z(c) within 5 standard errors.
 
     Ties sampler, log_q and log_Z together at each condition; a sampler that
-    ignored the condition (defect 5) fails.
+    ignored the condition (as the research code's did) fails.
     """
     generator = torch.Generator().manual_seed(11)
     means = []

@@ -16,20 +16,15 @@ import yaml
 
 from trade_md.config import ConfigError, load_yaml, save_yaml
 from trade_md.flows import FlowConfig
-from trade_md.problems import (
+from trade_md.testsystems import (
     ProblemConfig,
     ScaledBaseFlow,
+    ToyRunConfig,
     build_problem,
+    train_from_config,
     transfer_metrics,
 )
-from trade_md.train import (
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-    TransferConfig,
-    train,
-    train_from_config,
-)
+from trade_md.train import OptimConfig, RunConfig, TrainConfig, TransferConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / "workflows" / "toy_multiwell.yaml"
@@ -37,7 +32,7 @@ WORKFLOW = REPO / "workflows" / "toy_multiwell.yaml"
 
 def make_config(method="trade_grid", dim=2, steps=60, curriculum=10, n_train=2000, hidden=(32,), batch=128, **transfer):
     """A small multi-well run: data at T = 1 only, range [0.5, 1.5]."""
-    return TrainConfig(
+    return ToyRunConfig(
         problem=ProblemConfig(name="multiwell", dim=dim, n_train=n_train, n_validation=500, dtype="float32"),
         flow=FlowConfig(schedule=("real/0 | *", "real/1 | *"), repeats=2, hidden=hidden, bins=8, real_bound=4.0),
         transfer=TransferConfig(
@@ -168,7 +163,7 @@ def test_sigkilled_cli_run_resumes(tmp_path):
     config = make_config("trade_grid", steps=400)
     config.run.out_dir = str(tmp_path / "out")
     save_yaml(config, tmp_path / "cfg.yaml")
-    code = f"from trade_md.train import train_from_config; train_from_config({str(tmp_path / 'cfg.yaml')!r})"
+    code = f"from trade_md.testsystems import train_from_config; train_from_config({str(tmp_path / 'cfg.yaml')!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
     log = tmp_path / "out" / "log.csv"
     deadline = time.time() + 300
@@ -207,7 +202,8 @@ def test_log_has_every_term_ess_and_a_one_cycle_learning_rate(tmp_path):
 
 @pytest.mark.parametrize("method", ["trade_continuous", "reweighting", "reverse_kl"])
 def test_every_method_trains_and_changes_the_model(tmp_path, method):
-    """Defect 4's symptom: a baseline that silently does nothing ends where NLL-only ends."""
+    """A baseline that silently does nothing (as the research code's reweighting did, through a
+    misspelled configuration key) would end where NLL-only ends."""
     problem_nll, _ = run(make_config("nll", steps=30), tmp_path / "nll")
     problem, _ = run(make_config(method, steps=30), tmp_path / method)
     rows = read_log(tmp_path / method / "log.csv")
@@ -283,6 +279,14 @@ def test_fresh_run_refuses_a_used_folder_and_resume_refuses_another_config(tmp_p
         run(config, tmp_path, resume=True)
 
 
+def test_a_molecular_style_run_records_only_its_three_sections(tmp_path):
+    """A TrainConfig is transfer + optim + run: no toy problem in a molecular run's config.yaml."""
+    toy = make_config("nll", steps=2)
+    problem = build_problem(toy.problem, toy.flow)
+    train(problem.model, problem.target, problem.data, TrainConfig(toy.transfer, toy.optim, toy.run), tmp_path)
+    assert list(yaml.safe_load((tmp_path / "config.yaml").read_text())) == ["transfer", "optim", "run"]
+
+
 def test_threads_default_to_one_on_cpu(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
@@ -302,23 +306,28 @@ def test_threads_default_to_one_on_cpu(tmp_path, monkeypatch):
 
 
 def test_misspelled_keys_and_methods_are_errors(tmp_path):
-    """Defect 4: the research code's reweighting baseline silently did nothing because of a misspelled key."""
+    """Misspelled keys are errors: the research code's reweighting baseline silently did nothing
+    because of one."""
     cases = {
         "transfer:\n  methd: reweighting\n": "did you mean 'method'",
         "transfer:\n  gradient:\n    penality: mse\n": "transfer.gradient.",
         "optim:\n  step: 10\n": "did you mean 'steps'",
         "transfer:\n  method: reweigthing\n": "method must be one of",
-        "problem:\n  name: multi_well\n": "problem name must be one of",
+        "problem:\n  name: multi_well\n": "problem.name must be one of",
     }
     for text, message in cases.items():
         path = tmp_path / "cfg.yaml"
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
-            load_yaml(TrainConfig, path)
+            load_yaml(ToyRunConfig, path)
+    # a molecular run's TrainConfig has no toy problem
+    path.write_text("problem:\n  name: multiwell\n")
+    with pytest.raises(ConfigError, match="unknown configuration key 'problem'"):
+        load_yaml(TrainConfig, path)
 
 
 def test_the_workflow_example_loads_strictly_and_trains(tmp_path):
-    config = load_yaml(TrainConfig, WORKFLOW)
+    config = load_yaml(ToyRunConfig, WORKFLOW)
     assert config.transfer.method == "trade_grid" and config.problem.reference == 1.0
     data = yaml.safe_load(WORKFLOW.read_text())
     data["optim"]["steps"] = 30
@@ -334,7 +343,8 @@ def test_the_workflow_example_loads_strictly_and_trains(tmp_path):
 
 
 def test_evaluation_conditions_cannot_influence_training(tmp_path):
-    """Defect 7: model selection uses held-out data at T0 only, never the evaluation temperatures."""
+    """Model selection uses held-out data at T0 only, never the evaluation temperatures
+    (no tuning on the test temperature)."""
     outputs = []
     for evaluation in ((0.5,), (0.7, 1.3)):
         config = make_config("trade_grid", steps=40)

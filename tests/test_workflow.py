@@ -1,16 +1,20 @@
 """The main job end to end on a tiny configuration: MD -> TRADE -> samples -> report."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from trade_md.cli import main
-from trade_md.config import ConfigError
+from trade_md.config import ConfigError, load_yaml
 from trade_md.data import ReferenceData
 from trade_md.generator import BoltzmannGenerator, Samples
 from trade_md.simulate import simulate
+from trade_md.system import DEFAULT_FORCEFIELD
+from trade_md.train import RunConfig
 from trade_md.workflow import DataSection, WorkflowConfig
+from trade_md.zmatrix import DEFAULT_TORSION_STYLE
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +173,19 @@ def test_simulated_training_data_is_redone_when_its_settings_change(tmp_path, al
     with pytest.raises(ConfigError, match=r"data.seed = 3 but the file has 2.*delete it to simulate it again"):
         data_stage(seed=3, out="other")  # another workflow's file
     assert calls == [1, 2]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("workflows/ala2_*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_workflows_load(path):
+    cfg = load_yaml(WorkflowConfig, path)
+    assert cfg.system.forcefield == DEFAULT_FORCEFIELD and cfg.model.torsion_style == DEFAULT_TORSION_STYLE
+
+
+def test_threads_and_out_dir_are_set_once_at_the_top_level(tmp_path):
+    """The workflow's threads reach training; run.threads / run.out_dir would be overwritten, so they are refused."""
+    cfg = WorkflowConfig(out_dir=str(tmp_path), threads=3)
+    assert cfg.run.threads is None and cfg.training_run().threads == 3
+    for key, value in (("threads", 2), ("out_dir", "elsewhere")):
+        with pytest.raises(ConfigError, match=f"run.{key} is not used in a workflow"):
+            WorkflowConfig(out_dir=str(tmp_path), run=RunConfig(**{key: value}))

@@ -1,8 +1,14 @@
 """trade_md: temperature-conditioned Boltzmann generators trained with TRADE.
 
 Units follow OpenMM: nm, ps, K, kJ/mol, radians.
+
+``evaluate`` is loaded on first access (``trade_md.evaluate``), so that
+``import trade_md`` does not import matplotlib.
 """
-__version__ = "0.1.0"
+from ._version import __version__
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import units
 from .coordinates import InternalCoordinates, ZMatrix
@@ -13,7 +19,12 @@ from .generator import BoltzmannGenerator, Samples
 from .simulate import simulate
 from .tempering import parallel_tempering
 from .system import MolecularSystem
-from .analysis.evaluate import evaluate
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers; loaded lazily below
+    from .analysis.evaluate import evaluate
+
+#: public name -> module that defines it, imported on first access
+_LAZY = {"evaluate": ".analysis.evaluate"}
 
 __all__ = [
     "__version__",
@@ -31,3 +42,15 @@ __all__ = [
     "Samples",
     "evaluate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later accesses skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -48,6 +49,22 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def keep_previous(path: PathLike, previous: PathLike) -> None:
+    """Atomically make ``previous`` hold the current contents of ``path``, if ``path`` exists.
+
+    A hard link where the file system has them, else a copy.  Called inside
+    ``with atomic_path(path)`` just before the new ``path`` replaces the old
+    one, so that at every moment both names hold complete files.
+    """
+    path = Path(path)
+    if path.exists():
+        with atomic_path(previous) as tmp:
+            try:
+                os.link(path, tmp)
+            except OSError:  # no hard links on this file system
+                shutil.copyfile(path, tmp)
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import shutil
 import sys
+import typing
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
+
+from . import validators
 
 __all__ = ["main"]
 
@@ -19,36 +22,78 @@ def _system_from_args(args) -> "MolecularSystem":  # noqa: F821
 
 
 def _add_system_args(p: argparse.ArgumentParser) -> None:
+    from .system import ALANINE_DIPEPTIDE, DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD
+
     g = p.add_argument_group("molecule")
-    g.add_argument("--system", default="alanine-dipeptide", help="built-in system name (default: alanine-dipeptide)")
+    g.add_argument("--system", default=ALANINE_DIPEPTIDE, help="built-in system name (default: %(default)s)")
     g.add_argument("--pdb", help="PDB file of the molecule (instead of --system)")
     g.add_argument("--sequence", help="capped peptide ACE-...-NME from one-letter codes, e.g. AAA (instead of --system)")
-    g.add_argument("--forcefield", nargs="+", default=["amber99sbildn.xml", "amber96_obc.xml"],
-                   help="OpenMM force-field XML files, implicit solvent included (with --pdb or --sequence)")
-    g.add_argument("--constraints", default="HBonds", help="HBonds (default), AllBonds, HAngles or none")
+    g.add_argument("--forcefield", nargs="+", default=list(DEFAULT_FORCEFIELD),
+                   help="OpenMM force-field XML files, implicit solvent included (with --pdb or --sequence; "
+                        "default: %(default)s)")
+    g.add_argument("--constraints", default=DEFAULT_CONSTRAINTS,
+                   help="HBonds, AllBonds, HAngles or none (default: %(default)s)")
 
 
-def _temperature_list(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated temperatures in K, got {text!r}") from err
+#: SimulationSettings fields that ``trade-md simulate`` does not make options of:
+#: --temperature / --temperatures are its own, the molecule's name comes from the molecule.
+_NOT_SIMULATION_OPTIONS = ("temperature", "system")
+
+
+def _simulation_fields() -> list:
+    from .simulate import SimulationSettings
+
+    return [f for f in dataclasses.fields(SimulationSettings) if f.name not in _NOT_SIMULATION_OPTIONS]
+
+
+def _add_simulation_args(p: argparse.ArgumentParser) -> None:
+    """One option per SimulationSettings field: name, type, default and help text from the dataclass."""
+    from .simulate import SimulationSettings
+
+    types = typing.get_type_hints(SimulationSettings)
+    g = p.add_argument_group("simulation settings")
+    for f in _simulation_fields():
+        required = f.default is dataclasses.MISSING
+        g.add_argument("--" + f.name.replace("_", "-"), type=types[f.name], required=required,
+                       default=None if required else f.default,
+                       help=f.metadata["help"] + ("" if required else " (default: %(default)s)"))
+
+
+def _number(text: str) -> int | float | str:
+    """``text`` as an int, else a float, else as it is (for a validator to reject with its message)."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _numbers(text: str) -> list:
+    """Comma-separated numbers (see :func:`_number`)."""
+    return [_number(t) for t in text.split(",") if t.strip()]
+
+
+def _temperatures(name: str, values: list) -> list[float]:
     if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one temperature in K, got {text!r}")
-    bad = [t for t in values if not (math.isfinite(t) and t > 0)]
-    if bad:
-        raise argparse.ArgumentTypeError(f"temperatures must be > 0 K, got {', '.join(f'{t:g}' for t in bad)}")
-    return values
+        raise ValueError(f"expected at least one temperature in K, got {values!r}")
+    return [float(t) for t in validators.temperature(name, values)]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _checked(check: Callable[[str, object], object], name: str = "value",
+             read: Callable[[str], object] = _number) -> Callable[[str], object]:
+    """An argparse ``type``: ``read`` the text, then ``check`` it (a :mod:`trade_md.validators` function)."""
+    def parse(text: str) -> object:
+        try:
+            return check(name, read(text))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+_positive_int = _checked(validators.positive_int)
+_temperature_list = _checked(_temperatures, "temperatures", _numbers)
 
 
 def _check_output_file(path: Path, overwrite: bool) -> None:
@@ -67,9 +112,8 @@ def _cmd_simulate(args) -> int:
     from .tempering import parallel_tempering
 
     system = _system_from_args(args)
-    common = dict(report_interval_ps=args.report_interval_ps, timestep_fs=args.timestep_fs,
-                  friction_per_ps=args.friction_per_ps, seed=args.seed, platform=args.platform,
-                  equilibration_ps=args.equilibration_ps, overwrite=args.overwrite)
+    common = {f.name: getattr(args, f.name) for f in _simulation_fields()}
+    common.update(platform=args.platform, overwrite=args.overwrite)
     if args.temperatures:
         out = Path(args.out)
         stem = out.with_suffix("")
@@ -80,8 +124,7 @@ def _cmd_simulate(args) -> int:
         if existing and not args.overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist; refusing to overwrite (use --overwrite)")
         checkpoints = Path(f"{stem}.pt.partial")
-        results = parallel_tempering(system, args.temperatures, args.nanoseconds, out=checkpoints,
-                                     checkpoint_frames=args.checkpoint_frames, **common)
+        results = parallel_tempering(system, args.temperatures, out=checkpoints, **common)
         for t, data in results.items():
             path = target(t)
             data.save(path, overwrite=args.overwrite)
@@ -93,8 +136,7 @@ def _cmd_simulate(args) -> int:
         return 0
     if args.temperature is None:
         raise ValueError("give --temperature T (plain MD) or --temperatures T1,T2,... (parallel tempering)")
-    data = simulate(system, args.temperature, args.nanoseconds, out=args.out,
-                    checkpoint_frames=args.checkpoint_frames, **common)
+    data = simulate(system, args.temperature, out=args.out, **common)
     print(f"{args.out}: {len(data)} frames at {data.temperature:g} K")
     return 0
 
@@ -169,9 +211,9 @@ def _cmd_train(args) -> int:
         run_workflow(args.config, out_dir=args.out)
         return 0
     from .config import load_yaml
-    from .train import TrainConfig, train_from_config
+    from .testsystems import ToyRunConfig, train_from_config
 
-    folder = args.out if args.out is not None else load_yaml(TrainConfig, args.config).run.out_dir
+    folder = args.out if args.out is not None else load_yaml(ToyRunConfig, args.config).run.out_dir
     if folder is not None and (Path(folder) / "last.pt").exists() and not args.resume:
         raise FileExistsError(f"{folder} already holds a training run; add --resume to continue it, "
                               "or give another output folder with --out")
@@ -188,17 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="reference MD (Langevin) or parallel tempering; resumable")
     _add_system_args(p)
-    p.add_argument("--temperature", type=float, help="temperature in K (plain Langevin MD)")
+    p.add_argument("--temperature", type=_checked(validators.temperature),
+                   help="temperature in K (plain Langevin MD)")
     p.add_argument("--temperatures", type=_temperature_list,
                    help="comma-separated temperatures in K: parallel tempering, one output file per temperature")
-    p.add_argument("--nanoseconds", type=float, required=True, help="production length (per replica), ns")
-    p.add_argument("--out", required=True, help="output HDF5 file (parallel tempering: OUT_<T>K.h5 + OUT.nc)")
-    p.add_argument("--report-interval-ps", type=float, default=1.0)
-    p.add_argument("--timestep-fs", type=float, default=2.0)
-    p.add_argument("--friction-per-ps", type=float, default=1.0)
-    p.add_argument("--equilibration-ps", type=float, default=100.0)
-    p.add_argument("--checkpoint-frames", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True,
+                   help="output HDF5 file (parallel tempering: one file OUT_<T>K.h5 per temperature)")
+    _add_simulation_args(p)
     p.add_argument("--platform", help="OpenMM platform (default: automatic)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output")
     p.set_defaults(func=_cmd_simulate)
@@ -211,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output HDF5 file (mdtraj-readable)")
     p.add_argument("--batch-size", type=_positive_int, default=4096, help="samples per batch (bounds memory)")
     p.add_argument("--no-energies", action="store_true", help="skip OpenMM energies and importance weights")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the samples (default: 0)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("evaluate", help="compare samples with MD: report.md, metrics.json, PNGs")
@@ -221,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", nargs="+", required=True, help="MD reference files, one per temperature")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--model", help="model file, to report the NLL of the MD frames")
-    p.add_argument("--training-temperature", type=float, help="marked in the plots (K)")
+    p.add_argument("--training-temperature", type=_checked(validators.temperature), help="marked in the plots (K)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -71,6 +71,8 @@ def from_dict(cls: Type[C], data: Mapping[str, Any], where: str = "") -> C:
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
+        if str(err).startswith(tuple(f"{where}{name}" for name in fields)):  # names its key already
+            raise ConfigError(str(err)) from err
         section = f"section {where.rstrip('.')!r}" if where else cls.__name__
         raise ConfigError(f"invalid configuration {section}: {err}") from err
 

@@ -9,7 +9,8 @@ import mdtraj
 import numpy as np
 
 from .system import MolecularSystem
-from .trajectory import TrajectoryFile, check_same_molecule, read_trajectory, write_trajectory
+from . import validators
+from .trajectory import TrajectoryFile, read_kind, write_trajectory
 from .units import check_temperature
 
 __all__ = ["ReferenceData"]
@@ -67,27 +68,13 @@ class ReferenceData:
     def load(cls, path: str | os.PathLike, system: Optional[MolecularSystem] = None) -> "ReferenceData":
         """Read a file written by :meth:`save` or ``trade-md simulate``.
 
-        If ``system`` is given, the file's atoms must match it (else ValueError
-        saying what differs).
-
-        Raises
-        ------
-        FileNotFoundError
-            If ``path`` does not exist.
-        ValueError
-            Naming ``path``: a damaged or foreign file
-            (:class:`~trade_md.trajectory.TrajectoryFileError`), a file of
-            generated samples (``Samples.save``) instead of MD, another molecule.
+        If ``system`` is given, the file's atoms must match it.  Raises as
+        :func:`~trade_md.trajectory.read_kind` (a missing, damaged or foreign
+        file, generated samples instead of MD, another molecule), and
+        ValueError naming ``path`` if it lacks temperature or energies.
         """
-        f = read_trajectory(path)
-        kind = f.metadata.get("kind", "reference")  # files without a kind: written before kinds existed
-        if kind == "samples":
-            raise ValueError(f"{path} holds generated samples, not an MD reference "
-                             "(pass it as samples; MD references come from 'trade-md simulate')")
-        if kind != "reference":
-            raise ValueError(f"{path} holds {kind!r} data, not an MD reference")
-        if system is not None:
-            check_same_molecule(system.topology, f.topology, what=str(path))
+        f = read_kind(path, "reference", None if system is None else system.topology,
+                      unmarked="reference")  # files written before kinds existed
         if "temperature" not in f.metadata:
             raise ValueError(f"{path} has no temperature in its metadata")
         if f.potential_energy is None:
@@ -106,9 +93,7 @@ class ReferenceData:
 
     def subsample(self, stride: int) -> "ReferenceData":
         """Every ``stride``-th frame."""
-        if int(stride) < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        return self.select(slice(None, None, int(stride)))
+        return self.select(slice(None, None, validators.positive_int("stride", stride)))
 
     def split(self, fractions: Sequence[float], seed: int = 0, block_frames: int = 100) -> list["ReferenceData"]:
         """Split into disjoint parts, deterministically.
@@ -123,6 +108,7 @@ class ReferenceData:
         seed : random seed of the block assignment.
         block_frames : frames per block.
         """
+        block_frames = validators.positive_int("block_frames", block_frames)
         fr = np.asarray(fractions, dtype=float)
         if fr.ndim != 1 or len(fr) < 1 or np.any(fr <= 0) or abs(fr.sum() - 1.0) > 1e-6:
             raise ValueError(f"fractions must be positive and sum to 1, got {list(fractions)}")

@@ -22,7 +22,7 @@ import numpy as np
 import openmm
 import torch
 
-from . import units
+from . import units, validators
 from .system import MolecularSystem
 
 __all__ = ["OpenMMEnergy", "EnergyStats", "select_platform", "available_platforms"]
@@ -196,8 +196,7 @@ class OpenMMEnergy:
             system = system.openmm_system
         if not isinstance(system, openmm.System):
             raise TypeError(f"system must be a MolecularSystem or openmm.System, got {type(system).__name__}")
-        if int(n_workers) < 1:
-            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        n_workers = validators.positive_int("n_workers", n_workers)
         self.n_atoms = system.getNumParticles()
         self.platform = select_platform(platform, self.n_atoms)
         props = dict(_DEFAULT_PROPERTIES.get(self.platform, {}))
@@ -209,7 +208,7 @@ class OpenMMEnergy:
                 f"unknown property {unknown} for OpenMM platform {self.platform}; valid: {sorted(supported)}"
             )
         self.properties = props
-        self.n_workers = int(n_workers)
+        self.n_workers = n_workers
         self.stats = EnergyStats()
         self._xml = openmm.XmlSerializer.serialize(system)
         self._local: Optional[_Evaluator] = None

@@ -1,13 +1,25 @@
-"""``BoltzmannGenerator``: internal coordinates + a temperature-conditioned flow.
+"""``BoltzmannGenerator``: a temperature-conditioned density of a molecule plus its Boltzmann target.
 
-The model density over Cartesian positions ``x`` (``(batch, n_atoms, 3)``, nm)
-at temperature ``T`` (K) is
+Two levels, each with one contract:
 
-    log p(x | T) = log p_flow(ic(x) | log(T / T0)) + log|det d ic / d x|,
+:class:`CartesianFlow`
+    The model, a :class:`~trade_md.density.ConditionalDensity` with condition
+    ``"temperature"``: ``log_prob(x, T) -> (B,)`` and
+    ``sample(n, T) -> (x, log_prob)``, tensors in and out, ``x``
+    ``(B, n_atoms, 3)`` in nm, ``T`` scalar or ``(B,)`` in K. Its density is
 
-defined up to the constant of the six rigid-body degrees of freedom, which
-cancels in every importance weight.  Samples carry the model log-density and,
-given an energy, log importance weights ``-U / (k_B T) - log p``.
+        log p(x | T) = log p_flow(ic(x) | log(T / T0)) + log|det d ic / d x|,
+
+    defined up to the constant of the six rigid-body degrees of freedom, which
+    cancels in every importance weight. This is what training takes
+    (``trade_md.train.train(bg.density, ...)``).
+:class:`BoltzmannGenerator`
+    The user's object, built from a density and a target (like bgflow's
+    ``BoltzmannGenerator(prior, flow, target)``) plus the molecular system:
+    ``sample(n, T)`` returns numpy :class:`Samples` with energies (kJ/mol)
+    and log importance weights ``-U / (k_B T) - log p``; ``log_prob(x, T)``
+    takes numpy or torch positions and returns a tensor; ``save``/``load``
+    write and read one model file.
 """
 from __future__ import annotations
 
@@ -23,15 +35,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import units
 from ._io import atomic_path
+from ._version import __version__
 from .config import from_dict, to_dict
 from .coordinates import InternalCoordinates, ZMatrix
+from .density import ConditionLike
 from .energy import OpenMMEnergy
 from .flows import ConditionalFlow, ConditionedFlow, FlowConfig
 from .system import ConstrainedBonds, MolecularSystem
+from .targets import BoltzmannTarget
 from .trajectory import TrajectoryFile, check_same_molecule, read_trajectory, write_trajectory
-from .units import KB, check_temperature
+from .units import check_temperature
+from .zmatrix import DEFAULT_TORSION_STYLE
 from .weights import kish_ess, relative_ess, self_normalized_weights
 
 __all__ = ["BoltzmannGenerator", "CartesianFlow", "Samples", "ModelFileError"]
@@ -173,31 +189,49 @@ class Samples:
 
 # --------------------------------------------------------------------------- model
 class CartesianFlow(nn.Module):
-    """Density over Cartesian positions at temperature T: IC transform + conditioned flow.
+    """Density over Cartesian positions at temperature ``T``: IC transform + conditioned flow.
 
-    Implements the model protocol of the losses and the trainer:
-    ``log_prob(x, T) -> (B,)`` and ``sample(n, T) -> (x, log_prob)``,
-    with ``x`` ``(B, n_atoms, 3)`` nm and ``T`` scalar or ``(B,)`` K.
+    A :class:`~trade_md.density.ConditionalDensity` with condition
+    ``"temperature"``: ``log_prob(x, T) -> (B,)`` and
+    ``sample(n, T) -> (x, log_prob)``, with ``x`` ``(B, n_atoms, 3)`` nm and
+    ``T`` scalar or ``(B,)`` K; tensors in and out.
+
+    Parameters
+    ----------
+    ic : InternalCoordinates
+    flow : ConditionalFlow
+        Over ``ic.kinds``, context ``log(T / T0)``.
+    reference_temperature : float
+        ``T0`` in K.
+    ic_options : dict, optional
+        The half-widths ``ic`` was built with (``bond_halfwidth``,
+        ``angle_halfwidth``: floats or lists), recorded in model files.
     """
 
-    def __init__(self, ic: InternalCoordinates, flow: ConditionalFlow, reference_temperature: float) -> None:
+    condition = "temperature"
+
+    def __init__(self, ic: InternalCoordinates, flow: ConditionalFlow, reference_temperature: float,
+                 ic_options: Optional[dict] = None) -> None:
         super().__init__()
         if list(ic.kinds) != list(flow.kinds):
             raise ValueError("the flow's kinds must equal the internal coordinates' kinds")
         check_temperature(reference_temperature, "reference_temperature")
         self.ic = ic
-        self.conditioned = ConditionedFlow(flow, float(reference_temperature), kind="temperature")
+        self.conditioned = ConditionedFlow(flow, float(reference_temperature), condition="temperature")
+        self.ic_options = dict(ic_options or {})
 
     @property
     def flow(self) -> ConditionalFlow:
+        """The flow over internal coordinates."""
         return self.conditioned.flow
 
     @property
     def reference_temperature(self) -> float:
+        """``T0`` in K."""
         return self.conditioned.reference
 
-    def log_prob(self, x: torch.Tensor, temperature) -> torch.Tensor:
-        """``log p(x | T)``, ``(B,)``, for ``x`` ``(B, n_atoms, 3)`` nm."""
+    def log_prob(self, x: torch.Tensor, temperature: ConditionLike) -> torch.Tensor:
+        """``log p(x | T)``, ``(B,)``, for ``x`` ``(B, n_atoms, 3)`` nm and ``T`` scalar or ``(B,)`` K."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch tensor, got {type(x).__name__}")
         if x.ndim != 3 or x.shape[1:] != (self.ic.n_atoms, 3):
@@ -205,7 +239,7 @@ class CartesianFlow(nn.Module):
         ic, ladj = self.ic(x)
         return self.conditioned.log_prob(ic, temperature) + ladj
 
-    def sample(self, n: int, temperature) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int, temperature: ConditionLike) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` configurations (differentiable): ``x`` ``(n, n_atoms, 3)`` nm and ``log p`` ``(n,)``."""
         ic, log_p = self.conditioned.sample(n, temperature)
         x, ladj_inverse = self.ic.inverse(ic)  # log|det dx/d ic| = -log|det d ic/dx|
@@ -213,32 +247,35 @@ class CartesianFlow(nn.Module):
 
 
 class BoltzmannGenerator(nn.Module):
-    """A temperature-conditioned Boltzmann generator for one molecule.
+    """A temperature-conditioned Boltzmann generator for one molecule: a density and a target.
 
     Parameters
     ----------
-    ic : InternalCoordinates
-    flow : ConditionalFlow over ``ic.kinds``
-    reference_temperature : T0 in K; the flow's context is ``log(T / T0)``.
-    system : MolecularSystem, optional; needed for energies, weights and saving.
-    energy : OpenMMEnergy, optional; built from ``system`` on first use.
+    density : CartesianFlow
+        The model (tensors in and out); what training takes.
+    target : BoltzmannTarget, optional
+        Potential energies (kJ/mol) of positions ``(B, n_atoms, 3)`` nm, for
+        the energies and importance weights of :meth:`sample`. Defaults to
+        the OpenMM energies of ``system`` (created on first use).
+    system : MolecularSystem, optional
+        Needed for the default target, for the topology of samples and for
+        saving.
     """
 
-    def __init__(self, ic: InternalCoordinates, flow: ConditionalFlow, reference_temperature: float,
-                 system: Optional[MolecularSystem] = None, energy: Optional[OpenMMEnergy] = None,
-                 ic_options: Optional[dict] = None) -> None:
+    def __init__(self, density: CartesianFlow, target: Optional[BoltzmannTarget] = None,
+                 system: Optional[MolecularSystem] = None) -> None:
         super().__init__()
-        self.density = CartesianFlow(ic, flow, reference_temperature)
+        self.density = density
         self.system = system
-        self._energy = energy
-        self._ic_options = dict(ic_options or {})
+        self._target = target
 
     # ------------------------------------------------------------ construction
     @classmethod
     def for_system(cls, system: MolecularSystem, reference_temperature: float = 300.0,
                    reference_frames: Optional[np.ndarray] = None, flow: Optional[FlowConfig | dict] = None,
                    bond_halfwidth: Optional[float] = None, angle_halfwidth: Optional[float] = None,
-                   torsion_style: str = "relative", energy: Optional[OpenMMEnergy] = None) -> "BoltzmannGenerator":
+                   torsion_style: str = DEFAULT_TORSION_STYLE,
+                   energy: Optional[OpenMMEnergy] = None) -> "BoltzmannGenerator":
         """Default IC transform (Z-matrix from the bond graph) and flow for ``system``.
 
         Parameters
@@ -250,11 +287,14 @@ class BoltzmannGenerator(nn.Module):
             so that the flow's [0, 1] domain is used efficiently.
         flow : FlowConfig or mapping of its fields.
         bond_halfwidth, angle_halfwidth : explicit half-widths (nm, rad).
-        torsion_style : ``"relative"`` (default) places branch atoms against an
-            already placed sibling, so most torsions are narrow (on 600 K
-            alanine dipeptide MD 14 of 19 have circular std < 0.3 rad, against
-            5 with ``"proper"``), including the one that fixes the CA
-            chirality; backbone phi/psi stay single torsions in both styles.
+        torsion_style : ``"relative"`` (the default,
+            :data:`~trade_md.zmatrix.DEFAULT_TORSION_STYLE`) places branch
+            atoms against an already placed sibling, so most torsions are
+            narrow (on 600 K alanine dipeptide MD 14 of 19 have circular std
+            < 0.3 rad, against 5 with ``"proper"``), including the one that
+            fixes the CA chirality; backbone phi/psi stay single torsions in
+            both styles.
+        energy : OpenMMEnergy, optional; the target's energy (default: one for ``system``).
         """
         zmatrix = ZMatrix.from_topology(system.topology, torsion_style)
         options = {}
@@ -267,36 +307,40 @@ class BoltzmannGenerator(nn.Module):
         ic = InternalCoordinates(zmatrix, system, **options)
         cfg = flow if isinstance(flow, FlowConfig) else from_dict(FlowConfig, flow or {}, where="flow.")
         model = ConditionalFlow(ic.kinds, context_dim=1, config=cfg)
-        return cls(ic, model, reference_temperature, system=system, energy=energy,
-                   ic_options={k: np.asarray(v).tolist() for k, v in options.items()})
+        density = CartesianFlow(ic, model, reference_temperature,
+                                ic_options={k: np.asarray(v).tolist() for k, v in options.items()})
+        return cls(density, _energy_target(energy), system)
 
     @property
     def ic(self) -> InternalCoordinates:
+        """The internal-coordinate transform of :attr:`density`."""
         return self.density.ic
 
     @property
     def flow(self) -> ConditionalFlow:
+        """The flow of :attr:`density`."""
         return self.density.flow
 
     @property
     def reference_temperature(self) -> float:
+        """``T0`` in K."""
         return self.density.reference_temperature
 
     @property
-    def energy(self) -> OpenMMEnergy:
-        """The OpenMM energy of ``system`` (created on first use)."""
-        if self._energy is None:
+    def target(self) -> BoltzmannTarget:
+        """The Boltzmann target: the one given, else OpenMM energies of ``system`` (created on first use)."""
+        if self._target is None:
             if self.system is None:
-                raise ValueError("this generator has no MolecularSystem, so no energies")
-            self._energy = OpenMMEnergy(self.system)
-        return self._energy
+                raise ValueError("this generator has no target and no MolecularSystem, so no energies")
+            self._target = BoltzmannTarget(OpenMMEnergy(self.system).energy)
+        return self._target
 
     def _param(self) -> torch.Tensor:
         return next(self.parameters())
 
     # ---------------------------------------------------------------- density
     def log_prob(self, x, temperature) -> torch.Tensor:
-        """``log p(x | T)`` ``(B,)`` for ``x`` ``(B, n_atoms, 3)`` nm (numpy or torch); T scalar or (B,) K."""
+        """``log p(x | T)`` ``(B,)`` tensor for ``x`` ``(B, n_atoms, 3)`` nm (numpy or torch); T scalar or (B,) K."""
         p = self._param()
         x = torch.as_tensor(x, dtype=p.dtype, device=p.device) if not isinstance(x, torch.Tensor) else x
         if isinstance(temperature, np.ndarray):
@@ -308,9 +352,14 @@ class BoltzmannGenerator(nn.Module):
                progress: bool = False) -> Samples:
         """Draw ``n`` configurations at ``temperature`` (K; scalar or (n,)).
 
-        With ``energies=True`` (and a system), OpenMM energies and log
+        With ``energies=True``, the target's energies (kJ/mol) and log
         importance weights ``-U/(k_B T) - log p`` are attached.  Sampling runs
         in batches of ``batch_size`` to bound memory.
+
+        Returns
+        -------
+        Samples
+            numpy arrays: positions float32 nm, log-densities float64.
         """
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -320,8 +369,8 @@ class BoltzmannGenerator(nn.Module):
         if temps.shape != (n,):
             raise ValueError(f"temperature must be a scalar or have shape ({n},), got {temps.shape}")
         check_temperature(temps)
-        if energies and self.system is None:
-            raise ValueError("energies=True needs a generator built with a MolecularSystem")
+        if energies and self._target is None and self.system is None:
+            raise ValueError("energies=True needs a generator built with a target or a MolecularSystem")
         p = self._param()
         xs, lps, us = [], [], []
         bar = tqdm(total=n, unit="sample", desc="sampling", disable=not progress)
@@ -331,13 +380,13 @@ class BoltzmannGenerator(nn.Module):
             xs.append(x.cpu().numpy().astype(np.float32))  # energies of the stored coordinates
             lps.append(lp.cpu().numpy())
             if energies:
-                us.append(self.energy.energy(xs[-1].astype(np.float64)))
+                us.append(self.target.energy(torch.as_tensor(xs[-1], dtype=torch.float64)).numpy())
             bar.update(len(t))
         bar.close()
         xyz = np.concatenate(xs)
         log_p = np.concatenate(lps).astype(np.float64)
         u = np.concatenate(us) if energies else None
-        log_w = (-u / (KB * temps) - log_p) if energies else None
+        log_w = (-units.reduced_energy(u, temps) - log_p) if energies else None
         topology = self.system.topology if self.system is not None else _anonymous_topology(self.ic.n_atoms)
         return Samples(xyz, log_p, temps, topology, u, log_w,
                        {"reference_temperature": self.reference_temperature})
@@ -354,7 +403,7 @@ class BoltzmannGenerator(nn.Module):
             "trade_md_version": __version__,
             "reference_temperature": self.reference_temperature,
             "zmatrix": {"seeds": z.seeds.tolist(), "rows": z.rows.tolist(), "n_atoms": z.n_atoms},
-            "ic_options": self._ic_options,
+            "ic_options": self.density.ic_options,
             "flow_config": to_dict(self.flow.config),
             "kinds": list(self.ic.kinds),
             "system": self.system.to_state(),
@@ -366,7 +415,11 @@ class BoltzmannGenerator(nn.Module):
     @classmethod
     def load(cls, path: Union[str, os.PathLike], system: Optional[MolecularSystem] = None,
              energy: Optional[OpenMMEnergy] = None) -> "BoltzmannGenerator":
-        """Read a file written by :meth:`save`; clear errors for missing/corrupt/mismatching files."""
+        """Read a file written by :meth:`save`; clear errors for missing/corrupt/mismatching files.
+
+        ``system`` (checked against the stored molecule) replaces the stored
+        one; ``energy`` is the target's energy (default: OpenMM energies of the system).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -392,14 +445,19 @@ class BoltzmannGenerator(nn.Module):
                                      **{k: np.asarray(v) for k, v in state["ic_options"].items()})
             flow = ConditionalFlow(state["kinds"], context_dim=1,
                                    config=from_dict(FlowConfig, state["flow_config"], where="flow_config."))
-            model = cls(ic, flow, state["reference_temperature"], system=system, energy=energy,
-                        ic_options=state["ic_options"])
+            density = CartesianFlow(ic, flow, state["reference_temperature"], ic_options=state["ic_options"])
+            model = cls(density, _energy_target(energy), system)
             model.load_state_dict(state["state_dict"])
         except KeyError as err:
             raise ModelFileError(f"{path} lacks the entry {err}") from err
         except RuntimeError as err:  # load_state_dict mismatch
             raise ModelFileError(f"{path} does not match the model it describes: {err}") from err
         return model
+
+
+def _energy_target(energy: Optional[OpenMMEnergy]) -> Optional[BoltzmannTarget]:
+    """The Boltzmann target of ``energy`` (None: the generator makes one from its system when needed)."""
+    return None if energy is None else BoltzmannTarget(energy.energy)
 
 
 def _halfwidths_from_frames(zmatrix: ZMatrix, system: MolecularSystem, frames: np.ndarray) -> dict:

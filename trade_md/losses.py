@@ -1,10 +1,10 @@
 """Losses of TRADE and of the baselines it is compared with.
 
-Pure functions of a conditional model (anything with ``log_prob(x, c)`` and
-``sample(n, c)``: a :class:`~trade_md.flows.ConditionedFlow`, a Boltzmann
-generator) and a :class:`~trade_md.targets.Target`, plus one small state object,
-:class:`ConditionGrid`, for the grid mode of the gradient loss. Only the batch
-dimension of ``x`` is assumed; conditions are scalars or ``(B,)``.
+Pure functions of a :class:`~trade_md.density.ConditionalDensity` (the
+model) and a :class:`~trade_md.targets.Target`. Only the batch dimension of
+``x`` is assumed; conditions are scalars or ``(B,)``. The training methods
+(:mod:`trade_md.methods`) assemble them; the grid mode's state lives with
+its method (:class:`~trade_md.methods.trade_grid.ConditionGrid`).
 
 The TRADE gradient loss regresses the model's condition derivative
 ``g = d/dc log p_theta(x|c)`` (autograd, ``create_graph=True``) onto
@@ -24,14 +24,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import units
-from .targets import BoltzmannTarget, PowerTarget, Target, as_condition
+from . import validators
+from .density import ConditionalDensity, as_condition
+from .targets import Target
 
 __all__ = [
     "GradientLossConfig",
     "SNISEstimate",
     "GradientLoss",
-    "ConditionGrid",
     "nll",
     "reverse_kl",
     "snis",
@@ -44,10 +44,6 @@ __all__ = [
     "log_uniform_conditions",
     "reweighted_nll",
     "ReweightedNLL",
-    "grid_gradient_loss",
-    "continuous_gradient_loss",
-    "model_like",
-    "energy_free_target",
     "PENALTIES",
     "EVALUATION_POINTS",
 ]
@@ -90,23 +86,12 @@ class GradientLossConfig:
     evaluation_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
-        if self.evaluation_points not in EVALUATION_POINTS:
-            raise ValueError(f"evaluation_points must be one of {EVALUATION_POINTS}, got {self.evaluation_points!r}")
+        validators.choice("transfer.gradient.penalty", self.penalty, PENALTIES)
+        validators.choice("transfer.gradient.evaluation_points", self.evaluation_points, EVALUATION_POINTS)
         for name in ("huber_delta", "target_clip", "loss_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not self.evaluation_noise >= 0:
-            raise ValueError(f"evaluation_noise must be >= 0, got {self.evaluation_noise!r}")
-
-
-def model_like(model) -> Tensor:
-    """An empty tensor with the model's floating dtype and device (default dtype, CPU if none)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.new_empty(0)
-    return torch.empty(0)
+            setattr(self, name, validators.positive_number(f"transfer.gradient.{name}", getattr(self, name)))
+        self.evaluation_noise = validators.non_negative_number("transfer.gradient.evaluation_noise",
+                                                               self.evaluation_noise)
 
 
 # ----------------------------------------------------------------------- boundary
@@ -118,12 +103,12 @@ def _mean_finite(values: Tensor) -> Tensor:
     return torch.where(finite, values, torch.zeros_like(values)).sum() / finite.sum()
 
 
-def nll(model, x: Tensor, c) -> Tensor:
+def nll(model: ConditionalDensity, x: Tensor, c) -> Tensor:
     """Negative log-likelihood ``-mean log p_theta(x|c)`` of data.
 
     Parameters
     ----------
-    model : conditional model
+    model : ConditionalDensity
     x : (B, ...) tensor
         Data, e.g. MD frames.
     c : float or (B,) tensor
@@ -140,7 +125,7 @@ def nll(model, x: Tensor, c) -> Tensor:
     return -_mean_finite(model.log_prob(x, c))
 
 
-def reverse_kl(model, target: Target, n: int, c) -> Tensor:
+def reverse_kl(model: ConditionalDensity, target: Target, n: int, c) -> Tensor:
     """Backward KL up to ``log Z``: ``E_{x~p_theta(.|c)}[log p_theta(x|c) - log q(x|c)]``.
 
     Data-free boundary term; needs ``target.log_q`` differentiable in ``x``
@@ -170,7 +155,9 @@ class ReweightedNLL:
     ess: Tensor
 
 
-def reweighted_nll(model, target: Target, proposal: Tensor, proposal_log_p: Tensor, c: Tensor) -> ReweightedNLL:
+def reweighted_nll(
+    model: ConditionalDensity, target: Target, proposal: Tensor, proposal_log_p: Tensor, c: Tensor
+) -> ReweightedNLL:
     """Reweighting baseline: NLL at ``c`` of samples from the model at ``c0``.
 
     With ``x_i ~ p_theta(.|c0)`` and self-normalized weights
@@ -267,7 +254,9 @@ def snis(log_weights: Tensor, values: Tensor) -> SNISEstimate:
     )
 
 
-def snis_at_conditions(model, target: Target, conditions: Tensor, n: int) -> tuple[Tensor, Tensor, SNISEstimate]:
+def snis_at_conditions(
+    model: ConditionalDensity, target: Target, conditions: Tensor, n: int
+) -> tuple[Tensor, Tensor, SNISEstimate]:
     """Estimate ``E_c[d/dc log q]`` at each condition from ``n`` model samples there.
 
     Parameters
@@ -297,7 +286,7 @@ def snis_at_conditions(model, target: Target, conditions: Tensor, n: int) -> tup
 # ------------------------------------------------------------------ gradient loss
 
 
-def condition_derivative(model, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+def condition_derivative(model: ConditionalDensity, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """``d/dc log p_theta(x|c)`` per sample, by autograd with ``create_graph=True``.
 
     Parameters
@@ -356,7 +345,7 @@ class GradientLoss:
 
 
 def gradient_loss(
-    model,
+    model: ConditionalDensity,
     target: Target,
     x: Tensor,
     c: Tensor,
@@ -368,7 +357,7 @@ def gradient_loss(
 
     Parameters
     ----------
-    model : conditional model
+    model : ConditionalDensity
     target : Target
     x : (B, ...) tensor
         Detached evaluation points.
@@ -410,7 +399,7 @@ def gradient_loss(
 
 def evaluation_points(
     source: str,
-    model,
+    model: ConditionalDensity,
     c: Tensor,
     reference: float,
     data: Optional[Tensor] = None,
@@ -421,7 +410,7 @@ def evaluation_points(
     Parameters
     ----------
     source : {"samples_c", "samples_c0", "data"}
-    model : conditional model
+    model : ConditionalDensity
     c : (B,) tensor
         Conditions of the batch.
     reference : float
@@ -460,203 +449,3 @@ def log_uniform_conditions(low: float, high: float, m: int, like: Tensor) -> Ten
     return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
-def energy_free_target(model, reference: float, condition: str) -> Target:
-    """Energy-free variant: the model's own density at ``c0`` stands in for ``q``.
-
-    For temperature, ``log q(x|T0) ~ log p_theta(x|T0)`` gives the energy
-    ``U(x) = -k_B T0 log p_theta(x|T0)`` (up to a constant, which cancels after
-    centring), so the result is a :class:`BoltzmannTarget` and its derivative
-    goes through :func:`trade_md.units.dlogq_dT` like every other path. For a
-    power ``beta``, ``s(x) = log p_theta(x|beta0) / beta0`` (the whole
-    log-density is assumed tempered). The model density is evaluated without
-    gradients, at the model's current parameters.
-
-    Parameters
-    ----------
-    model : conditional model
-    reference : float
-        ``c0``: ``T0`` in K or ``beta0``.
-    condition : {"temperature", "beta"}
-    """
-
-    def model_log_density(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return model.log_prob(x, as_condition(reference, x))
-
-    if condition == "temperature":
-        return BoltzmannTarget(lambda x: -units.KB * reference * model_log_density(x))
-    if condition == "beta":
-        return PowerTarget(lambda x: model_log_density(x) / reference)
-    raise ValueError(f"condition must be 'temperature' or 'beta', got {condition!r}")
-
-
-# --------------------------------------------------------------------- grid state
-
-
-class ConditionGrid:
-    """State of the grid mode: conditions, SNIS table, running losses, causality weights.
-
-    The grid is log-spaced over ``[low, high]``. For every point it keeps an
-    exponential moving average of the SNIS estimate of ``E_c[d/dc log q]``
-    (refreshed every few steps), its last relative ESS, and an exponential
-    moving average of the gradient loss there. Causality weights are
-    ``exp(-epsilon * sum of the running losses of the points strictly between
-    c0 and the point)``, so far conditions are fitted after near ones.
-
-    Parameters
-    ----------
-    low, high : float
-        Range of the condition, ``0 < low < high``.
-    reference : float
-        ``c0``, the condition of the boundary data.
-    size : int
-        Number of grid points (>= 2).
-    ema : float
-        Memory of the moving averages in ``[0, 1)`` (0: latest value only).
-    causality_eps : float
-        ``epsilon`` of the causality weights (0 disables them).
-    """
-
-    def __init__(self, low: float, high: float, reference: float, size: int, ema: float, causality_eps: float) -> None:
-        if not 0 < low < high:
-            raise ValueError(f"need 0 < low < high, got ({low}, {high})")
-        if int(size) != size or size < 2:
-            raise ValueError(f"size must be an integer >= 2, got {size!r}")
-        if not 0 <= ema < 1:
-            raise ValueError(f"ema must be in [0, 1), got {ema!r}")
-        if not causality_eps >= 0:
-            raise ValueError(f"causality_eps must be >= 0, got {causality_eps!r}")
-        self.reference = float(reference)
-        self.ema = float(ema)
-        self.causality_eps = float(causality_eps)
-        self.conditions = torch.logspace(math.log10(low), math.log10(high), int(size), dtype=torch.float64)
-        self.expectation = torch.full((int(size),), math.nan, dtype=torch.float64)
-        self.ess = torch.zeros(int(size), dtype=torch.float64)
-        self.running_loss = torch.full((int(size),), math.nan, dtype=torch.float64)
-
-    @property
-    def size(self) -> int:
-        """Number of grid points K."""
-        return self.conditions.shape[0]
-
-    def active(self, low: float, high: float) -> Tensor:
-        """Bool mask (K,) of the grid points inside the current range ``[low, high]``."""
-        tol = 1e-9
-        return (self.conditions >= low * (1 - tol)) & (self.conditions <= high * (1 + tol))
-
-    def refresh(self, model, target: Target, points: Tensor, n: int) -> None:
-        """Update the SNIS table at the grid points with indices ``points`` from ``n`` samples each."""
-        if points.numel() == 0:
-            return
-        like = model_like(model)
-        conditions = self.conditions[points].to(like)
-        _, _, estimate = snis_at_conditions(model, target, conditions, n)
-        new = estimate.mean.detach().to(torch.float64).cpu()
-        old = self.expectation[points]
-        fresh = torch.isnan(old)
-        blended = torch.where(fresh, new, self.ema * old + (1 - self.ema) * new)
-        # keep the old value where the new estimate failed (no usable sample)
-        self.expectation[points] = torch.where(torch.isfinite(new), blended, old)
-        self.ess[points] = estimate.ess.detach().to(torch.float64).cpu()
-
-    def record_losses(self, index: Tensor, per_sample: Tensor, valid: Tensor) -> None:
-        """Fold this step's per-sample losses into the running loss of each grid point."""
-        index, per_sample, valid = index.cpu(), per_sample.detach().to(torch.float64).cpu(), valid.cpu()
-        for k in torch.unique(index[valid]).tolist():
-            mean = per_sample[(index == k) & valid].mean()
-            old = self.running_loss[k]
-            self.running_loss[k] = mean if torch.isnan(old) else self.ema * old + (1 - self.ema) * mean
-
-    def causality_weights(self) -> Tensor:
-        """Weights (K,) ``exp(-eps * sum of running losses strictly between c0 and each point)``."""
-        distance = torch.log(self.conditions / self.reference)
-        losses = torch.nan_to_num(self.running_loss, nan=0.0)
-        weights = torch.ones(self.size, dtype=torch.float64)
-        for k in range(self.size):
-            between = (torch.sign(distance) == torch.sign(distance[k])) & (distance.abs() < distance[k].abs())
-            weights[k] = math.exp(-self.causality_eps * float(losses[between].sum()))
-        return weights
-
-    def state_dict(self) -> dict:
-        """The table, ESS and running losses (float64 CPU tensors) for checkpoints."""
-        return {
-            "conditions": self.conditions.clone(),
-            "expectation": self.expectation.clone(),
-            "ess": self.ess.clone(),
-            "running_loss": self.running_loss.clone(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` output; the grid's conditions must match."""
-        if not torch.allclose(state["conditions"], self.conditions):
-            raise ValueError("the saved grid has different conditions than this one")
-        self.expectation = state["expectation"].clone()
-        self.ess = state["ess"].clone()
-        self.running_loss = state["running_loss"].clone()
-
-
-def grid_gradient_loss(
-    model,
-    target: Target,
-    grid: ConditionGrid,
-    active: Tensor,
-    batch: int,
-    config: GradientLossConfig,
-    data: Optional[Tensor] = None,
-) -> GradientLoss:
-    """One grid-mode gradient-loss evaluation (the SNIS table must be filled).
-
-    Each of the ``batch`` elements draws an active grid point uniformly; its
-    expectation comes from the table and its weight is the point's causality
-    weight. The running losses of the grid are updated.
-
-    Parameters
-    ----------
-    active : (K,) bool tensor
-        Grid points inside the current range (at least one).
-    """
-    like = model_like(model)
-    candidates = torch.nonzero(active).flatten()
-    index = candidates[torch.randint(candidates.numel(), (batch,))]
-    c = grid.conditions[index].to(like)
-    x = evaluation_points(config.evaluation_points, model, c, grid.reference, data, config.evaluation_noise)
-    expectation = grid.expectation[index].to(c)
-    weights = grid.causality_weights()[index].to(c)
-    result = gradient_loss(model, target, x, c, expectation, config, weights)
-    grid.record_losses(index, result.per_sample, result.valid)
-    return result
-
-
-def continuous_gradient_loss(
-    model,
-    target: Target,
-    conditions: Tensor,
-    snis_samples: int,
-    batch: int,
-    config: GradientLossConfig,
-    reference: float,
-    data: Optional[Tensor] = None,
-) -> tuple[GradientLoss, SNISEstimate]:
-    """One continuous-mode gradient-loss evaluation with fresh SNIS expectations.
-
-    ``batch`` evaluation points are spread evenly over ``conditions`` (M,);
-    the expectation at each is estimated from ``snis_samples`` new model samples.
-    With ``evaluation_points="samples_c"`` the first of those samples are
-    reused as evaluation points.
-
-    Returns
-    -------
-    (GradientLoss, SNISEstimate with fields (M,))
-    """
-    m = conditions.shape[0]
-    per = max(1, batch // m)
-    samples, _, estimate = snis_at_conditions(model, target, conditions, max(snis_samples, per))
-    c = conditions.repeat_interleave(per)
-    if config.evaluation_points == "samples_c":
-        x = samples.reshape(m, -1, *samples.shape[1:])[:, :per].reshape(m * per, *samples.shape[1:])
-        if config.evaluation_noise > 0:
-            x = x + config.evaluation_noise * torch.randn_like(x)
-    else:
-        x = evaluation_points(config.evaluation_points, model, c, reference, data, config.evaluation_noise)
-    result = gradient_loss(model, target, x, c, estimate.mean.repeat_interleave(per), config)
-    return result, estimate

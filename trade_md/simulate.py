@@ -25,46 +25,63 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import openmm
 from tqdm.auto import tqdm
 
-from ._io import atomic_path, atomic_write_text, check_writable_folder
+from . import validators
+from ._io import atomic_path, atomic_write_text, check_writable_folder, keep_previous
 from .data import ReferenceData
 from .energy import OpenMMEnergy, select_platform
 from .system import MolecularSystem
-from .units import check_temperature
 
 __all__ = ["simulate", "SimulationSettings"]
 
 
+def _setting(text: str, check: Optional[Callable[[str, Any], Any]] = None, **default: Any) -> Any:
+    """A settings field with its help ``text`` (CLI ``--help``) and validator in the metadata."""
+    return field(metadata={"help": text, "check": check}, **default)
+
+
+def _kelvin(name: str, value: Any) -> float:
+    return float(validators.temperature(name, value))
+
+
 @dataclass(frozen=True)
 class SimulationSettings:
-    """Settings of one Langevin MD run (stored in the output file's metadata)."""
+    """Settings of one Langevin MD or parallel-tempering run (stored in the output file's metadata).
 
-    temperature: float
-    nanoseconds: float
-    report_interval_ps: float = 1.0
-    timestep_fs: float = 2.0
-    friction_per_ps: float = 1.0
-    seed: int = 0
-    equilibration_ps: float = 100.0
-    checkpoint_frames: int = 1000
-    system: str = ""
+    The one place that lists them: :func:`simulate` and
+    :func:`~trade_md.tempering.parallel_tempering` take them as a ``settings``
+    object or as keyword options, and ``trade-md simulate`` makes one
+    command-line option per field (name, type, default and help text from
+    here).  Each field is checked by the validator in its metadata.
+    """
+
+    temperature: float = _setting("temperature in K", _kelvin)
+    nanoseconds: float = _setting("production length (per temperature), ns", validators.positive_number)
+    report_interval_ps: float = _setting("time between saved frames (and replica-exchange attempts), ps",
+                                         validators.positive_number, default=1.0)
+    timestep_fs: float = _setting("integration time step, fs", validators.positive_number, default=2.0)
+    friction_per_ps: float = _setting("Langevin friction coefficient, 1/ps", validators.positive_number,
+                                      default=1.0)
+    seed: int = _setting("random seed of the initial velocities, the Langevin noise and the exchanges",
+                         validators.non_negative_int, default=0)
+    equilibration_ps: float = _setting("equilibration before production, ps", validators.non_negative_number,
+                                       default=100.0)
+    checkpoint_frames: int = _setting("frames per checkpoint; a killed run loses at most this many",
+                                      validators.positive_int, default=1000)
+    system: str = _setting("name of the molecule (set from the system by simulate)", default="")
 
     def __post_init__(self) -> None:
-        check_temperature(self.temperature)
-        for name in ("nanoseconds", "report_interval_ps", "timestep_fs", "friction_per_ps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.equilibration_ps < 0:
-            raise ValueError(f"equilibration_ps must be >= 0, got {self.equilibration_ps}")
-        if self.checkpoint_frames < 1:
-            raise ValueError(f"checkpoint_frames must be >= 1, got {self.checkpoint_frames}")
+        for f in fields(self):
+            check = f.metadata["check"]
+            if check is not None:
+                object.__setattr__(self, f.name, check(f.name, getattr(self, f.name)))
         if self.n_frames < 1:
             raise ValueError(
                 f"{self.nanoseconds} ns at one frame per {self.report_interval_ps} ps gives no frame"
@@ -72,6 +89,23 @@ class SimulationSettings:
         ratio = self.report_interval_ps * 1000.0 / self.timestep_fs
         if abs(ratio - round(ratio)) > 1e-6:
             raise ValueError("report_interval_ps must be a whole number of timesteps")
+
+    @classmethod
+    def resolve(cls, settings: Optional["SimulationSettings"], system: MolecularSystem,
+                **options: Any) -> "SimulationSettings":
+        """``settings`` (None: the defaults) with the given ``options`` replaced, for ``system``.
+
+        Options that are None are not given; an unknown option is a TypeError
+        listing the valid ones.
+        """
+        names = [f.name for f in fields(cls) if f.name != "system"]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(f"unknown simulation setting(s) {unknown}; valid: {names}")
+        given = {k: v for k, v in options.items() if v is not None}
+        if settings is None:
+            return cls(system=system.name, **given)
+        return replace(settings, system=system.name, **given)
 
     @property
     def n_frames(self) -> int:
@@ -213,12 +247,7 @@ class _Checkpoint:
         text = json.dumps({"n_chunks": n_chunks, "state": xml, "sha256": hashlib.sha256(xml.encode()).hexdigest()})
         with atomic_path(self.current) as tmp:
             tmp.write_text(text, encoding="utf-8")
-            if self.current.exists():
-                with atomic_path(self.previous) as prev_tmp:
-                    try:
-                        os.link(self.current, prev_tmp)
-                    except OSError:  # no hard links on this file system
-                        shutil.copyfile(self.current, prev_tmp)
+            keep_previous(self.current, self.previous)
 
     def write_chunk(self, k: int, xyz: np.ndarray, energies: np.ndarray, times: np.ndarray) -> None:
         with atomic_path(self.chunk_path(k)) as tmp:
@@ -268,18 +297,15 @@ def _context(system: MolecularSystem, settings: SimulationSettings, chunk: int, 
 
 def simulate(
     system: MolecularSystem,
-    temperature: float,
-    nanoseconds: float,
-    report_interval_ps: float = 1.0,
-    timestep_fs: float = 2.0,
-    friction_per_ps: float = 1.0,
-    seed: int = 0,
+    temperature: Optional[float] = None,
+    nanoseconds: Optional[float] = None,
+    *,
+    settings: Optional[SimulationSettings] = None,
     platform: Optional[str] = None,
     out: Optional[str | Path] = None,
-    equilibration_ps: float = 100.0,
-    checkpoint_frames: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    **options: Any,
 ) -> ReferenceData:
     """Langevin MD of ``system`` at ``temperature``; resumable.
 
@@ -293,12 +319,13 @@ def simulate(
     system : MolecularSystem
     temperature : K
     nanoseconds : production length, ns
-    report_interval_ps, timestep_fs, friction_per_ps : integrator settings
-    seed : random seed (velocities and Langevin noise)
+    settings : SimulationSettings or None
+        All the run settings; ``temperature``, ``nanoseconds`` and keyword
+        ``options`` (any other field, e.g. ``seed=3, timestep_fs=1.0``)
+        replace single fields of it (of the defaults if None).
     platform : OpenMM platform name or None (automatic)
     out : HDF5 output path (mdtraj-readable); ``<out>.partial/`` holds
         checkpoints while running.  None: run in a temporary folder.
-    checkpoint_frames : frames per checkpoint
     overwrite : replace an existing ``out`` (and discard a stale partial run)
     progress : show a tqdm progress bar with ns/day
 
@@ -314,12 +341,8 @@ def simulate(
         If ``<out>.partial/`` holds a run with other settings, or damaged
         files that cannot be recomputed (the message names them).
     """
-    settings = SimulationSettings(
-        temperature=float(temperature), nanoseconds=float(nanoseconds),
-        report_interval_ps=float(report_interval_ps), timestep_fs=float(timestep_fs),
-        friction_per_ps=float(friction_per_ps), seed=int(seed), equilibration_ps=float(equilibration_ps),
-        checkpoint_frames=int(checkpoint_frames), system=system.name,
-    )
+    settings = SimulationSettings.resolve(settings, system, temperature=temperature, nanoseconds=nanoseconds,
+                                          **options)
     with contextlib.ExitStack() as stack:
         if out is None:
             out_path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "run.h5"

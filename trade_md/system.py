@@ -17,7 +17,17 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-__all__ = ["MolecularSystem", "ForceFieldError"]
+from . import validators
+
+__all__ = ["MolecularSystem", "ForceFieldError", "DEFAULT_FORCEFIELD", "DEFAULT_CONSTRAINTS", "ALANINE_DIPEPTIDE"]
+
+#: The protein force field and the implicit solvent of the TRADE paper's alanine dipeptide.
+PROTEIN_FORCEFIELD, IMPLICIT_SOLVENT = "amber99sbildn.xml", "amber96_obc.xml"
+#: The force-field files every builder, the CLI and workflows use unless told otherwise.
+DEFAULT_FORCEFIELD: tuple[str, ...] = (PROTEIN_FORCEFIELD, IMPLICIT_SOLVENT)
+DEFAULT_CONSTRAINTS = "HBonds"
+#: The built-in molecule (:meth:`MolecularSystem.alanine_dipeptide`), the default of the CLI and workflows.
+ALANINE_DIPEPTIDE = "alanine-dipeptide"
 
 _CONSTRAINTS = {
     "none": None,
@@ -42,10 +52,7 @@ def _lookup(table: dict, value, what: str):
         return None
     if not isinstance(value, str):
         return value
-    key = value.replace("_", "").replace("-", "").lower()
-    if key not in table:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(table)}")
-    return table[key]
+    return table[validators.choice(what, value.replace("_", "").replace("-", "").lower(), table)]
 
 
 def _as_nm(positions) -> np.ndarray:
@@ -63,9 +70,18 @@ def _load_forcefield(forcefield: Sequence[str] | str) -> app.ForceField:
         raise ForceFieldError(f"cannot load force field {files}: {err}") from err
 
 
-def _create_system(ff: app.ForceField, files, topology: app.Topology, source: str, constraints,
-                   nonbonded, remove_cm_motion: bool, system_kwargs: dict) -> openmm.System:
-    """``ff.createSystem`` with the project's option names and a clear error for unknown residues."""
+def _create_system(ff: app.ForceField, files, topology: app.Topology, source: str,
+                   constraints: str | None = DEFAULT_CONSTRAINTS, nonbonded: str = "NoCutoff",
+                   remove_cm_motion: bool = True, **system_kwargs) -> openmm.System:
+    """``ff.createSystem`` with the project's option names and a clear error for unknown residues.
+
+    The options of :meth:`MolecularSystem.from_pdb` and
+    :meth:`MolecularSystem.from_sequence`, with their defaults:
+    ``constraints`` ``"HBonds"``, ``"AllBonds"``, ``"HAngles"`` or None;
+    ``nonbonded`` ``"NoCutoff"``, ``"CutoffNonPeriodic"``, ``"CutoffPeriodic"``
+    or ``"PME"``; ``remove_cm_motion`` adds a CMMotionRemover; any other
+    keyword goes to ``ForceField.createSystem``.
+    """
     try:
         return ff.createSystem(
             topology,
@@ -178,13 +194,10 @@ class MolecularSystem:
     def from_pdb(
         cls,
         path: str | os.PathLike,
-        forcefield: Sequence[str] = ("amber99sbildn.xml", "amber96_obc.xml"),
-        constraints: str | None = "HBonds",
-        nonbonded: str = "NoCutoff",
-        remove_cm_motion: bool = True,
+        forcefield: Sequence[str] = DEFAULT_FORCEFIELD,
         name: str | None = None,
         minimize: bool = True,
-        **system_kwargs,
+        **options,
     ) -> "MolecularSystem":
         """Build from a PDB file and OpenMM force-field XML files.
 
@@ -192,12 +205,13 @@ class MolecularSystem:
         ----------
         path : PDB file.
         forcefield : force-field XML files, as accepted by ``openmm.app.ForceField``.
-        constraints : ``"HBonds"`` (default), ``"AllBonds"``, ``"HAngles"`` or ``None``.
-        nonbonded : ``"NoCutoff"`` (default), ``"CutoffNonPeriodic"``, ``"CutoffPeriodic"``, ``"PME"``.
-        remove_cm_motion : add a CMMotionRemover.
         name : defaults to the file stem.
         minimize : energy-minimize the reference structure.
-        system_kwargs : passed to ``ForceField.createSystem``.
+        options : ``constraints`` (``"HBonds"`` default, ``"AllBonds"``,
+            ``"HAngles"`` or None), ``nonbonded`` (``"NoCutoff"`` default,
+            ``"CutoffNonPeriodic"``, ``"CutoffPeriodic"``, ``"PME"``),
+            ``remove_cm_motion`` (default True: add a CMMotionRemover); any
+            other keyword is passed to ``ForceField.createSystem``.
         """
         path = Path(path)
         if not path.is_file():
@@ -209,8 +223,7 @@ class MolecularSystem:
             raise ValueError(f"{path} is not a readable PDB file: {err}") from err
         if pdb.topology.getNumAtoms() == 0:
             raise ValueError(f"{path} holds no atoms (empty or not a PDB file)")
-        system = _create_system(ff, forcefield, pdb.topology, str(path), constraints, nonbonded,
-                                remove_cm_motion, system_kwargs)
+        system = _create_system(ff, forcefield, pdb.topology, str(path), **options)
         return cls(system, pdb.topology, pdb.positions, name=name or path.stem, minimize=minimize)
 
     @classmethod
@@ -218,13 +231,11 @@ class MolecularSystem:
         cls,
         sequence: str,
         caps: bool = True,
-        forcefield: Sequence[str] = ("amber99sbildn.xml",),
-        implicit_solvent: str | None = "amber96_obc.xml",
-        constraints: str | None = "HBonds",
-        nonbonded: str = "NoCutoff",
-        remove_cm_motion: bool = True,
+        forcefield: Sequence[str] = (PROTEIN_FORCEFIELD,),
+        implicit_solvent: str | None = IMPLICIT_SOLVENT,
         name: str | None = None,
         minimize: bool = True,
+        **options,
     ) -> "MolecularSystem":
         """A capped peptide ACE-``sequence``-NME built from one-letter codes.
 
@@ -239,8 +250,8 @@ class MolecularSystem:
             zwitterions are not built).
         forcefield : protein force-field XML files.
         implicit_solvent : implicit-solvent XML added to ``forcefield`` (None: vacuum).
-        constraints, nonbonded, remove_cm_motion, minimize : as in :meth:`from_pdb`.
         name : defaults to ``"ace-<sequence>-nme"``.
+        minimize, options : as in :meth:`from_pdb`.
         """
         from .peptide import build_capped_peptide, check_sequence
 
@@ -252,8 +263,7 @@ class MolecularSystem:
             files.append(implicit_solvent)
         ff = _load_forcefield(files)
         topology, xyz = build_capped_peptide(sequence, ff)
-        system = _create_system(ff, files, topology, f"sequence {sequence!r}", constraints, nonbonded,
-                                remove_cm_motion, {})
+        system = _create_system(ff, files, topology, f"sequence {sequence!r}", **options)
         return cls(system, topology, xyz, name=name or f"ace-{sequence.strip().upper()}-nme", minimize=minimize)
 
     @classmethod
@@ -276,23 +286,15 @@ class MolecularSystem:
         if spec is None or not spec.submodule_search_locations:
             raise ImportError("alanine_dipeptide() needs the openmmtools package (pip install openmmtools)")
         pdb = Path(list(spec.submodule_search_locations)[0]) / "data" / "alanine-dipeptide-gbsa" / "alanine-dipeptide.pdb"
-        return cls.from_pdb(
-            pdb,
-            forcefield=("amber99sbildn.xml", "amber96_obc.xml"),
-            constraints="HBonds",
-            nonbonded="NoCutoff",
-            remove_cm_motion=True,
-            name="alanine-dipeptide",
-            minimize=minimize,
-        )
+        return cls.from_pdb(pdb, DEFAULT_FORCEFIELD, name=ALANINE_DIPEPTIDE, minimize=minimize)
 
     @classmethod
     def from_spec(
         cls,
-        name: str | None = "alanine-dipeptide",
+        name: str | None = ALANINE_DIPEPTIDE,
         pdb: str | os.PathLike | None = None,
-        forcefield: Sequence[str] = ("amber99sbildn.xml", "amber96_obc.xml"),
-        constraints: str | None = "HBonds",
+        forcefield: Sequence[str] = DEFAULT_FORCEFIELD,
+        constraints: str | None = DEFAULT_CONSTRAINTS,
         sequence: str | None = None,
     ) -> "MolecularSystem":
         """The molecule as the CLI and workflows name it.
@@ -308,9 +310,10 @@ class MolecularSystem:
                                      constraints=constraints)
         if pdb:
             return cls.from_pdb(pdb, forcefield=list(forcefield), constraints=constraints)
-        if name == "alanine-dipeptide":
+        if name == ALANINE_DIPEPTIDE:
             return cls.alanine_dipeptide()
-        raise ValueError(f"unknown system {name!r}; use 'alanine-dipeptide', a sequence, or a PDB file and force field")
+        raise ValueError(f"unknown system {name!r}; use {ALANINE_DIPEPTIDE!r}, a sequence, "
+                         "or a PDB file and force field")
 
     # ------------------------------------------------------------ serialization
     def to_state(self) -> dict:

@@ -32,18 +32,19 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import openmm
 from tqdm.auto import tqdm
 
+from . import validators
 from ._io import atomic_path, atomic_write_text
 from .data import ReferenceData
 from .energy import OpenMMEnergy, select_platform
 from .simulate import SimulationSettings, _chunk_seed as chunk_seed
 from .system import MolecularSystem
-from .units import beta, check_temperature
+from .units import beta
 
 __all__ = ["parallel_tempering"]
 
@@ -51,17 +52,14 @@ __all__ = ["parallel_tempering"]
 def parallel_tempering(
     system: MolecularSystem,
     temperatures: Sequence[float],
-    nanoseconds: float,
-    report_interval_ps: float = 1.0,
-    timestep_fs: float = 2.0,
-    friction_per_ps: float = 1.0,
-    seed: int = 0,
+    nanoseconds: Optional[float] = None,
+    *,
+    settings: Optional[SimulationSettings] = None,
     platform: Optional[str] = None,
     out: Optional[str | Path] = None,
-    equilibration_ps: float = 100.0,
-    checkpoint_frames: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    **options: Any,
 ) -> dict[float, ReferenceData]:
     """Parallel tempering of ``system`` over ``temperatures``; resumable.
 
@@ -70,11 +68,14 @@ def parallel_tempering(
     temperatures : K, at least 2 distinct values (sorted internally).
     nanoseconds : production length per temperature, ns (one frame per
         ``report_interval_ps``, which is also the time between exchange attempts).
+    settings, options : the run settings as in :func:`~trade_md.simulate.simulate`
+        (``equilibration_ps`` is per state, with exchanges, before production;
+        ``checkpoint_frames`` counts iterations); their ``temperature`` is
+        the lowest of ``temperatures``.
+    platform, progress : as in :func:`~trade_md.simulate.simulate`.
     out : checkpoint folder; rerunning with the same folder and settings
         resumes an unfinished run, other settings are refused.  None: no
         checkpoints (the run lives in memory).
-    equilibration_ps : per-state equilibration (with exchanges) before production, ps.
-    checkpoint_frames : iterations per checkpoint.
     overwrite : discard an unfinished run in ``out``.
 
     Returns
@@ -85,15 +86,12 @@ def parallel_tempering(
     rates (production only) and ``metadata["round_trips"]`` the number of
     replica round trips between the lowest and the highest temperature.
     """
+    validators.temperature("temperatures", temperatures)
     temps = sorted(float(t) for t in np.atleast_1d(np.asarray(temperatures, dtype=float)))
     if len(temps) < 2 or len(set(temps)) != len(temps):
         raise ValueError(f"parallel tempering needs at least two distinct temperatures, got {temps}")
-    check_temperature(np.asarray(temps), "temperatures")
-    settings = SimulationSettings(
-        temperature=temps[0], nanoseconds=float(nanoseconds), report_interval_ps=float(report_interval_ps),
-        timestep_fs=float(timestep_fs), friction_per_ps=float(friction_per_ps), seed=int(seed),
-        equilibration_ps=float(equilibration_ps), checkpoint_frames=int(checkpoint_frames), system=system.name,
-    )
+    settings = SimulationSettings.resolve(settings, system, temperature=temps[0], nanoseconds=nanoseconds,
+                                          **options)
     folder = Path(out) if out is not None else None
     if folder is not None:
         if overwrite and folder.exists():

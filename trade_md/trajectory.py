@@ -24,8 +24,8 @@ import tables
 from ._io import atomic_path
 
 __all__ = [
-    "TrajectoryFile", "TrajectoryFileError", "write_trajectory", "read_trajectory", "check_same_molecule",
-    "atom_signature",
+    "TrajectoryFile", "TrajectoryFileError", "write_trajectory", "read_trajectory", "read_kind",
+    "check_same_molecule", "atom_signature",
 ]
 
 _GROUP = "trade_md"
@@ -169,6 +169,42 @@ def read_trajectory(path: str | os.PathLike) -> TrajectoryFile:
     except Exception as err:  # noqa: BLE001 - HDF5, mdtraj, json and numpy fail in many ways on damage
         # ``from None``: the HDF5 exception's text is a multi-line C back trace
         raise TrajectoryFileError(f"{path} is damaged or not an HDF5 trajectory: {_reason(err)}") from None
+
+
+#: the kinds of trajectory file (``metadata["kind"]``): what each holds, in words, and what writes it
+_KINDS = {"reference": ("an MD reference", "'trade-md simulate'"),
+          "samples": ("generated samples", "'trade-md sample'")}
+
+
+def read_kind(path: str | os.PathLike, kind: str, topology: Optional[mdtraj.Topology] = None,
+              unmarked: Optional[str] = None) -> TrajectoryFile:
+    """Read a file of one ``kind`` (``"reference"`` or ``"samples"``) with :func:`read_trajectory`.
+
+    Parameters
+    ----------
+    path : the file.
+    kind : the kind the caller needs.
+    topology : if given, the file's atoms must match it.
+    unmarked : the kind of files written before the kind was recorded (None: refused).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming ``path``: a damaged or foreign file (:class:`TrajectoryFileError`),
+        a file of another kind (generated samples instead of an MD reference,
+        or the reverse), another molecule.
+    """
+    f = read_trajectory(path)
+    found = f.metadata.get("kind", unmarked)
+    if found != kind:
+        wanted, source = _KINDS[kind]
+        holds = _KINDS[found][0] if found in _KINDS else f"data of kind {found!r}"
+        raise ValueError(f"{path} holds {holds}, not {wanted} (written by {source})")
+    if topology is not None:
+        check_same_molecule(topology, f.topology, what=str(path))
+    return f
 
 
 def _read(path: Path) -> TrajectoryFile:

@@ -15,6 +15,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from . import validators
+
 __all__ = [
     "KB",
     "kT",
@@ -41,18 +43,7 @@ def check_temperature(temperature: ArrayLike, name: str = "temperature") -> None
     name : str
         Name used in the error message.
     """
-    if isinstance(temperature, torch.Tensor):
-        t = temperature.detach()
-        bad = ~torch.isfinite(t) | (t <= 0)
-        if bool(bad.any()):
-            raise ValueError(
-                f"{name} must be finite and > 0 K; got {t[bad].flatten()[:5].tolist()}"
-            )
-        return
-    t = np.asarray(temperature, dtype=float)
-    bad = ~np.isfinite(t) | (t <= 0)
-    if bad.any():
-        raise ValueError(f"{name} must be finite and > 0 K; got {t[bad].ravel()[:5].tolist()}")
+    validators.temperature(name, temperature)
 
 
 def kT(temperature: ArrayLike) -> ArrayLike:
@@ -69,7 +60,7 @@ def beta(temperature: ArrayLike) -> ArrayLike:
 
 def temperature_from_beta(b: ArrayLike) -> ArrayLike:
     """Temperature in K for inverse thermal energy ``b`` in mol/kJ."""
-    check_temperature(b, name="beta")
+    validators.positive_values("beta", b)
     return 1.0 / (KB * b)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import numbers
 import os
 import shutil
@@ -42,17 +41,20 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import validators
 from ._io import atomic_write_text
 from .config import ConfigError, load_yaml, save_yaml, to_dict
+from .curriculum import check_curriculum
 from .data import ReferenceData
 from .energy import OpenMMEnergy
 from .flows import FlowConfig
 from .generator import BoltzmannGenerator, Samples
-from .problems import BoundaryData, TrainingData
 from .simulate import simulate
-from .system import MolecularSystem
+from .system import ALANINE_DIPEPTIDE, DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD, MolecularSystem
 from .targets import BoltzmannTarget
-from .train import OptimConfig, RunConfig, TrainConfig, TransferConfig, check_curriculum, train
+from .train import OptimConfig, RunConfig, TrainConfig, TransferConfig, train
+from .training_data import BoundaryData, TrainingData
+from .zmatrix import DEFAULT_TORSION_STYLE, TORSION_STYLES
 
 __all__ = ["WorkflowConfig", "run_workflow", "build_system"]
 
@@ -64,11 +66,11 @@ class SystemSection:
     """The molecule: a capped-peptide ``sequence`` (one-letter codes), a ``pdb`` file, or a built-in
     ``name``; ``forcefield`` lists the XML files (implicit solvent included)."""
 
-    name: Optional[str] = "alanine-dipeptide"
+    name: Optional[str] = ALANINE_DIPEPTIDE
     pdb: Optional[str] = None
     sequence: Optional[str] = None
-    forcefield: tuple[str, ...] = ("amber99sbildn.xml", "amber96_obc.xml")
-    constraints: Optional[str] = "HBonds"
+    forcefield: tuple[str, ...] = DEFAULT_FORCEFIELD
+    constraints: Optional[str] = DEFAULT_CONSTRAINTS
 
 
 @dataclass
@@ -94,15 +96,14 @@ class DataSection:
 
     def __post_init__(self) -> None:
         if self.temperature is not None:
-            _positive_number("data.temperature", self.temperature)
+            validators.temperature("data.temperature", self.temperature)
         if self.simulate_nanoseconds is not None:
-            _positive_number("data.simulate_nanoseconds", self.simulate_nanoseconds)
-        _positive_int("data.stride", self.stride)
-        _positive_int("data.block_frames", self.block_frames)
+            validators.positive_number("data.simulate_nanoseconds", self.simulate_nanoseconds)
+        validators.positive_int("data.stride", self.stride)
+        validators.positive_int("data.block_frames", self.block_frames)
         if self.max_frames is not None:
-            _positive_int("data.max_frames", self.max_frames)
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+            validators.positive_int("data.max_frames", self.max_frames)
+        validators.fraction("data.validation_fraction", self.validation_fraction)
 
 
 @dataclass
@@ -110,13 +111,13 @@ class ModelSection:
     """Generator architecture: flow config, Z-matrix torsion style, dtype."""
 
     flow: FlowConfig = field(default_factory=FlowConfig)
-    torsion_style: str = "relative"
+    torsion_style: str = DEFAULT_TORSION_STYLE
     scale_from_data: bool = True
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        validators.choice("model.torsion_style", self.torsion_style, TORSION_STYLES)
+        validators.choice("model.dtype", self.dtype, _DTYPES)
 
 
 @dataclass
@@ -134,15 +135,14 @@ class SampleSection:
         temperatures = tuple(self.temperatures)
         if not temperatures:
             raise ConfigError("sample.temperatures is empty: list at least one temperature in K")
-        for t in temperatures:
-            _positive_number("sample.temperatures", t, what="temperatures in K (> 0)")
+        validators.temperature("sample.temperatures", temperatures)
         temperatures = tuple(float(t) for t in temperatures)
         twice = sorted({t for t in temperatures if temperatures.count(t) > 1})
         if twice:
             raise ConfigError(f"sample.temperatures lists {', '.join(f'{t:g}' for t in twice)} K more than once")
         self.temperatures = temperatures
-        _positive_int("sample.n", self.n)
-        _positive_int("sample.batch_size", self.batch_size)
+        validators.positive_int("sample.n", self.n)
+        validators.positive_int("sample.batch_size", self.batch_size)
 
 
 @dataclass
@@ -154,12 +154,7 @@ class EvaluateSection:
     def __post_init__(self) -> None:
         references = {}
         for key, path in dict(self.references).items():
-            try:
-                t = float(key)
-            except (TypeError, ValueError):
-                t = math.nan
-            if isinstance(key, bool) or not (math.isfinite(t) and t > 0):
-                raise ConfigError(f"evaluate.references keys must be temperatures in K (> 0), got {key!r}")
+            t = float(validators.temperature("evaluate.references keys", _number(key)))
             if not isinstance(path, (str, os.PathLike)) or not str(path):
                 raise ConfigError(f"evaluate.references[{t:g}] must be a file path, got {path!r}")
             references[t] = str(path)
@@ -168,7 +163,12 @@ class EvaluateSection:
 
 @dataclass
 class WorkflowConfig:
-    """A complete temperature-transfer workflow (see the module docstring)."""
+    """A complete temperature-transfer workflow (see the module docstring).
+
+    ``out_dir`` and ``threads`` are set here only: training writes to
+    ``<out_dir>/train`` with ``threads`` torch threads, so ``run.out_dir`` and
+    ``run.threads`` are refused rather than silently replaced.
+    """
 
     out_dir: str = "runs/workflow"
     threads: int = 1
@@ -184,19 +184,27 @@ class WorkflowConfig:
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
 
     def __post_init__(self) -> None:
-        _positive_int("threads", self.threads)
-        _positive_int("energy_workers", self.energy_workers)
+        validators.positive_int("threads", self.threads)
+        validators.positive_int("energy_workers", self.energy_workers)
+        for key in ("out_dir", "threads"):  # one setting each: the top-level key
+            if getattr(self.run, key) is not None:
+                raise ConfigError(f"run.{key} is not used in a workflow: set the top-level {key} instead "
+                                  f"(got run.{key} = {getattr(self.run, key)!r})")
         check_curriculum(self.transfer, self.optim)
 
+    def training_run(self) -> RunConfig:
+        """The ``run`` section as training takes it: with the workflow's ``threads``."""
+        return dataclasses.replace(self.run, threads=self.threads)
 
-def _positive_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer (>= 1), got {value!r}")
 
-
-def _positive_number(key: str, value, what: str = "a positive number") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{key} must be {what}, got {value!r}")
+def _number(text):
+    """A mapping key as a number if it reads as one (YAML keys may be strings), else as it is."""
+    if isinstance(text, bool):
+        return text
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
 
 
 def build_system(section: SystemSection) -> MolecularSystem:
@@ -438,8 +446,7 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
     bg = BoltzmannGenerator.for_system(system, reference_temperature=t0, reference_frames=frames,
                                        flow=cfg.model.flow, torsion_style=cfg.model.torsion_style,
                                        energy=energy).to(dtype)
-    train_cfg = TrainConfig(flow=cfg.model.flow, transfer=cfg.transfer, optim=cfg.optim,
-                            run=dataclasses.replace(cfg.run, out_dir=None, threads=cfg.threads))
+    train_cfg = TrainConfig(transfer=cfg.transfer, optim=cfg.optim, run=cfg.training_run())
     resume = (train_dir / "last.pt").exists()
     log(f"{'resuming the training' if resume else 'training'} on {len(data)} frames at {t0:g} K "
         f"({cfg.transfer.method}) -> {train_dir}")

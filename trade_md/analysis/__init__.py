@@ -19,14 +19,15 @@ Submodules (functions on plain numpy arrays):
 - :mod:`~trade_md.analysis.evaluate`: all of it for sample sets against MD.
 
 Submodules are imported on first access, so ``trade_md.analysis.metrics``
-works without loading mdtraj or matplotlib.
+works without loading mdtraj or matplotlib, and ``import trade_md`` loads
+none of them (``trade_md.evaluate`` is looked up on first use too).
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-__all__ = ["observables", "metrics", "energies", "free_energy", "residues", "summary", "plots", "report"]
+__all__ = ["observables", "metrics", "energies", "free_energy", "residues", "summary", "plots", "report", "evaluate"]
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from .. import validators
+
 __all__ = ["KINDS", "DEFAULT_SCHEDULE", "FlowConfig", "LayerSpec", "resolve_schedule"]
 
 #: The dimension kinds a flow understands.
@@ -90,22 +92,18 @@ class FlowConfig:
         if isinstance(self.schedule, str):
             raise ValueError("schedule must be a sequence of 'transformed | conditioning' strings, not one string")
         self.schedule = tuple(self.schedule)
-        self.hidden = tuple(int(h) for h in self.hidden)
         if not self.schedule:
             raise ValueError("schedule must name at least one layer")
         for entry in self.schedule:
             _parse_layer(entry)
-        if int(self.repeats) != self.repeats or self.repeats < 1:
-            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
-        if int(self.bins) != self.bins or self.bins < 2:
+        self.repeats = validators.positive_int("repeats", self.repeats)
+        if validators.positive_int("bins", self.bins) < 2:
             raise ValueError(f"bins must be an integer >= 2, got {self.bins!r}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden widths must be positive, got {self.hidden}")
+        self.bins = int(self.bins)
+        self.hidden = tuple(validators.positive_int("hidden", h) for h in self.hidden)
         for name in ("bounded_sigma", "real_sigma", "real_bound"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 < self.min_slope < 1:
-            raise ValueError(f"min_slope must be in (0, 1), got {self.min_slope!r}")
+            setattr(self, name, validators.positive_number(name, getattr(self, name)))
+        self.min_slope = validators.fraction("min_slope", self.min_slope)
 
 
 @dataclasses.dataclass(frozen=True)

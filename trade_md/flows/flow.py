@@ -9,6 +9,8 @@ import torch.nn as nn
 from torch import Tensor
 from zuko.transforms import ComposedTransform
 
+from .. import validators
+from ..density import ConditionLike, as_condition, check_condition
 from .base import MixedBase
 from .config import KINDS, FlowConfig, resolve_schedule
 from .coupling import MixedCoupling
@@ -49,8 +51,15 @@ class ConditionalFlow(nn.Module):
 
     Notes
     -----
-    ``inverse`` maps data to latent, ``forward`` latent to data; both return
-    the log-determinant of their own direction, so one is minus the other.
+    Directions: ``forward`` maps data to latent (the density direction, as
+    :meth:`transform`, zuko's transforms and the internal-coordinate
+    transform do), ``inverse`` latent to data (the sampling direction); both
+    return the log-determinant of their own direction, so one is minus the
+    other.
+
+    This is the context-level building block; :class:`ConditionedFlow` turns
+    it into a :class:`~trade_md.density.ConditionalDensity` of a physical
+    condition.
     """
 
     def __init__(self, kinds: Sequence[str], context_dim: int = 1, config: FlowConfig | None = None) -> None:
@@ -60,11 +69,9 @@ class ConditionalFlow(nn.Module):
         unknown = sorted({k for k in kinds if k not in KINDS})
         if unknown:
             raise ValueError(f"unknown dimension kind(s) {unknown}; valid kinds are {KINDS}")
-        if int(context_dim) != context_dim or context_dim < 1:
-            raise ValueError(f"context_dim must be an integer >= 1 (column 0 is log(T/T0)), got {context_dim!r}")
         self.kinds = tuple(kinds)
         self.dim = len(self.kinds)
-        self.context_dim = int(context_dim)
+        self.context_dim = validators.positive_int("context_dim (column 0 is log(T/T0))", context_dim)
         self.config = FlowConfig() if config is None else config
         cfg = self.config
         self.layers = nn.ModuleList(
@@ -106,11 +113,14 @@ class ConditionalFlow(nn.Module):
             )
 
     def transform(self, context: Tensor) -> ComposedTransform:
-        """The data -> latent transform for ``context`` (B, context_dim); ``.inv`` is latent -> data."""
+        """The zuko transform data -> latent for ``context`` (B, context_dim), as :meth:`forward`.
+
+        Its ``.inv`` maps latent -> data, as :meth:`inverse`.
+        """
         return ComposedTransform(*(layer(context) for layer in self.layers))
 
-    def inverse(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-        """Map data to latent.
+    def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Map data to latent (the density direction).
 
         Parameters
         ----------
@@ -127,8 +137,8 @@ class ConditionalFlow(nn.Module):
         self._check("x", x, context)
         return self.transform(context).call_and_ladj(x)
 
-    def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-        """Map latent to data.
+    def inverse(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Map latent to data (the sampling direction).
 
         Parameters
         ----------
@@ -192,85 +202,69 @@ class ConditionalFlow(nn.Module):
         if context.dtype != self.lower.dtype:
             raise ValueError(f"context ({context.dtype}) must have the flow's dtype {self.lower.dtype}")
         z = self.base.rsample(context[:, 0])
-        x, ladj = self.forward(z, context)
+        x, ladj = self.inverse(z, context)
         return x, self.base.log_prob(z, context[:, 0]) - ladj
 
 
 class ConditionedFlow(nn.Module):
-    """A :class:`ConditionalFlow` addressed by a physical condition instead of a context.
+    """A :class:`ConditionalFlow` addressed by a physical condition: a
+    :class:`~trade_md.density.ConditionalDensity` over the flow's dimensions.
 
     Parameters
     ----------
     flow : ConditionalFlow
         With ``context_dim == 1``.
     reference : float
-        ``T0`` in K for ``kind="temperature"``; ``beta0`` for ``kind="power"``.
-    kind : {"temperature", "power"}
+        ``c0``: ``T0`` for ``condition="temperature"``, ``beta0`` for ``condition="beta"``.
+    condition : {"temperature", "beta"}
         ``"temperature"``: the condition is a temperature ``T``, context
-        ``log(T / T0)``. ``"power"``: the condition is an inverse-temperature-like
-        power ``beta`` (a tempered density ``q**beta``), effective
-        ``T / T0 = beta0 / beta``, context ``log(beta0 / beta)``.
+        ``log(T / T0)``. ``"beta"``: the condition is the power ``beta`` of a
+        tempered density ``q**beta``, effective ``T / T0 = beta0 / beta``,
+        context ``log(beta0 / beta)``.
     """
 
-    KINDS = ("temperature", "power")
-
-    def __init__(self, flow: ConditionalFlow, reference: float, kind: str = "temperature") -> None:
+    def __init__(self, flow: ConditionalFlow, reference: float, condition: str = "temperature") -> None:
         super().__init__()
-        if kind not in self.KINDS:
-            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        check_condition("condition", condition)
         if not isinstance(flow, ConditionalFlow) or flow.context_dim != 1:
             raise ValueError("ConditionedFlow needs a ConditionalFlow with context_dim == 1")
-        reference = float(reference)
-        if not (math.isfinite(reference) and reference > 0):
-            raise ValueError(f"reference must be finite and > 0, got {reference!r}")
         self.flow = flow
-        self.reference = reference
-        self.kind = kind
+        self.reference = validators.positive_number("reference", reference)
+        self.condition = condition
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, reference={self.reference}"
+        return f"condition={self.condition!r}, reference={self.reference}"
 
-    def context(self, c: float | Tensor, batch: int | None = None) -> Tensor:
+    def context(self, c: ConditionLike, batch: int) -> Tensor:
         """Context for condition values.
 
         Parameters
         ----------
-        c : float or Tensor, shape () or (B,)
-            Temperatures in K (``kind="temperature"``) or powers beta
-            (``kind="power"``), finite and > 0. A tensor keeps its autograd graph
-            and floating dtype; a float takes the flow's dtype.
-        batch : int, optional
-            Broadcast a scalar ``c`` to this batch size (default 1); a (B,)
-            ``c`` must then have ``B == batch``.
+        c : float or Tensor, shape () or (batch,)
+            Temperatures (``condition="temperature"``) or powers beta
+            (``condition="beta"``), finite and > 0. A tensor keeps its
+            autograd graph and floating dtype; a float takes the flow's dtype.
+        batch : int
+            Batch size; a scalar ``c`` is broadcast to it.
 
         Returns
         -------
-        Tensor, shape (B, 1)
+        Tensor, shape (batch, 1)
             ``log(T_eff / T0)``.
         """
         like = self.flow.lower
-        if not isinstance(c, Tensor):
-            c = torch.as_tensor(c, dtype=like.dtype, device=like.device)
-        elif not c.is_floating_point():
-            c = c.to(like.dtype)
-        if c.ndim > 1 or (c.ndim == 1 and batch is not None and c.shape[0] != batch):
-            expected = "() or (batch,)" if batch is None else f"() or ({batch},)"
-            raise ValueError(f"{self.kind} must have shape {expected}, got {tuple(c.shape)}")
-        bad = ~torch.isfinite(c.detach()) | (c.detach() <= 0)
-        if bool(bad.any()):
-            raise ValueError(f"{self.kind} must be finite and > 0, got {c.detach()[bad].flatten()[:5].tolist()}")
-        if c.ndim == 0:
-            c = c.expand(1 if batch is None else batch)
-        ratio = c / self.reference if self.kind == "temperature" else self.reference / c
+        dtype = c.dtype if isinstance(c, Tensor) and c.is_floating_point() else like.dtype
+        c = as_condition(c, like.new_empty((batch, 0), dtype=dtype), self.condition)
+        ratio = c / self.reference if self.condition == "temperature" else self.reference / c
         return torch.log(ratio)[:, None]
 
-    def log_prob(self, x: Tensor, c: float | Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, c: ConditionLike) -> Tensor:
         """Log-density of ``x`` (B, D) at condition(s) ``c`` (scalar or (B,)); returns (B,)."""
         if not isinstance(x, Tensor) or x.ndim != 2:
             raise ValueError(f"x must be a tensor of shape (batch, {self.flow.dim})")
-        return self.flow.log_prob(x, self.context(c, batch=x.shape[0]).to(x.dtype))
+        return self.flow.log_prob(x, self.context(c, x.shape[0]).to(x.dtype))
 
-    def sample(self, n: int, c: float | Tensor) -> tuple[Tensor, Tensor]:
+    def sample(self, n: int, c: ConditionLike) -> tuple[Tensor, Tensor]:
         """Draw ``n`` samples at condition(s) ``c`` (scalar or (n,)).
 
         Returns
@@ -278,4 +272,4 @@ class ConditionedFlow(nn.Module):
         x : Tensor, shape (n, D)
         log_prob : Tensor, shape (n,)
         """
-        return self.flow.sample(n, self.context(c, batch=n).to(self.flow.lower.dtype))
+        return self.flow.sample(n, self.context(c, n).to(self.flow.lower.dtype))

@@ -1,0 +1,86 @@
+"""A toy run: train a toy problem from one YAML file and report exact transfer metrics.
+
+The toy counterpart of :mod:`trade_md.workflow` (CLI: ``trade-md train
+--config workflows/toy_multiwell.yaml``). The file has the sections of
+:class:`~trade_md.train.TrainConfig` (``transfer``, ``optim``, ``run``) plus
+``problem`` and ``flow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Union
+
+from .._io import atomic_write_text
+from ..config import ConfigError, load_yaml
+from ..flows import FlowConfig
+from ..train import TrainConfig, TrainResult, train
+from .harness import ProblemConfig, TransferMetrics, build_problem, transfer_metrics
+
+__all__ = ["ToyRunConfig", "ToyRunResult", "train_from_config"]
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class ToyRunConfig(TrainConfig):
+    """A :class:`~trade_md.train.TrainConfig` plus the toy problem and the flow it trains.
+
+    Parameters
+    ----------
+    problem : ProblemConfig
+        Target, data and evaluation conditions (YAML section ``problem``).
+    flow : FlowConfig
+        Architecture of the model (YAML section ``flow``).
+    """
+
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+
+
+@dataclass(frozen=True)
+class ToyRunResult(TrainResult):
+    """A :class:`~trade_md.train.TrainResult` with the exact transfer metrics after training.
+
+    Attributes
+    ----------
+    metrics : tuple of TransferMetrics
+        One per condition of ``problem.evaluation``.
+    """
+
+    metrics: tuple[TransferMetrics, ...] = ()
+
+
+def train_from_config(path: PathLike, resume: bool = False, out_dir: Optional[PathLike] = None) -> ToyRunResult:
+    """Build the toy problem of a YAML configuration, train it and report transfer metrics.
+
+    Parameters
+    ----------
+    path : path
+        YAML file with the sections of :class:`ToyRunConfig` (unknown keys are errors).
+    resume : bool
+        Continue a killed run in the same output folder.
+    out_dir : path, optional
+        Output folder; defaults to ``run.out_dir`` of the configuration.
+
+    Returns
+    -------
+    ToyRunResult
+        ``metrics`` at ``problem.evaluation`` (also written to ``out_dir/metrics.json``);
+        the evaluation conditions never influence training or model selection.
+    """
+    config = load_yaml(ToyRunConfig, path)
+    folder = out_dir if out_dir is not None else config.run.out_dir
+    if folder is None:
+        raise ConfigError("no output folder: set run.out_dir in the configuration or pass out_dir")
+    problem = build_problem(config.problem, config.flow)
+    result = train(problem.model, problem.target, problem.data, config, folder, resume=resume)
+    metrics = tuple(
+        transfer_metrics(problem.model, problem.target, c, config.problem.n_evaluation, seed=config.problem.seed + 1)
+        for c in config.problem.evaluation
+    )
+    atomic_write_text(Path(folder) / "metrics.json", json.dumps([m.to_dict() for m in metrics], indent=2))
+    return ToyRunResult(**{f.name: getattr(result, f.name) for f in fields(result)}, metrics=metrics)
