@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import atomic_path
+from ._io import atomic_path, keep_previous
 
 __all__ = ["CHECKPOINT_KEYS", "previous_checkpoint", "save_checkpoint", "load_checkpoint"]
 
@@ -78,12 +78,7 @@ def save_checkpoint(state: dict, path: PathLike) -> None:
     state = dict(state, checksum=_checksum(state))
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        if path.exists():
-            with atomic_path(previous_checkpoint(path)) as prev_tmp:
-                try:
-                    os.link(path, prev_tmp)
-                except OSError:  # no hard links on this file system
-                    shutil.copyfile(path, prev_tmp)
+        keep_previous(path, previous_checkpoint(path))
 
 
 def _read_checkpoint(path: Path, device) -> dict:

@@ -45,7 +45,7 @@ from .energy import OpenMMEnergy
 from .flows import ConditionalFlow, ConditionedFlow, FlowConfig
 from .system import ConstrainedBonds, MolecularSystem
 from .targets import BoltzmannTarget
-from .trajectory import TrajectoryFile, check_same_molecule, read_trajectory, write_trajectory
+from .trajectory import TrajectoryFile, check_same_molecule, read_kind, write_trajectory
 from .units import check_temperature
 from .zmatrix import DEFAULT_TORSION_STYLE
 from .weights import kish_ess, relative_ess, self_normalized_weights
@@ -171,14 +171,7 @@ class Samples:
             (:class:`~trade_md.trajectory.TrajectoryFileError`), an MD
             reference instead of samples, another molecule, missing arrays.
         """
-        f = read_trajectory(path)
-        kind = f.metadata.get("kind")
-        if kind == "reference":
-            raise ValueError(f"{path} holds an MD reference, not generated samples")
-        if kind != "samples":
-            raise ValueError(f"{path} holds no generated samples (kind={kind!r})")
-        if system is not None:
-            check_same_molecule(system.topology, f.topology, what=str(path))
+        f = read_kind(path, "samples", None if system is None else system.topology)
         for key in ("log_prob", "temperature"):
             if key not in f.arrays:
                 raise ValueError(f"{path} lacks the per-sample {key!r} array")

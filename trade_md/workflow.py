@@ -44,6 +44,7 @@ import torch
 from . import validators
 from ._io import atomic_write_text
 from .config import ConfigError, load_yaml, save_yaml, to_dict
+from .checkpoints import previous_checkpoint
 from .curriculum import check_curriculum
 from .data import ReferenceData
 from .energy import OpenMMEnergy
@@ -431,7 +432,7 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
         log(f"{model_path}: {reason}: redoing training, sampling and evaluation")
         stages.making()
         _discard_model_and_after(stages)
-    elif (train_dir / "last.pt").exists() and record is not None and record["fingerprint"] != fingerprint:
+    elif _has_checkpoint(train_dir) and record is not None and record["fingerprint"] != fingerprint:
         changes = _changes(record["settings"], settings)
         raise ConfigError(
             f"the training in {train_dir} is unfinished and was started with other settings "
@@ -447,7 +448,7 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
                                        flow=cfg.model.flow, torsion_style=cfg.model.torsion_style,
                                        energy=energy).to(dtype)
     train_cfg = TrainConfig(transfer=cfg.transfer, optim=cfg.optim, run=cfg.training_run())
-    resume = (train_dir / "last.pt").exists()
+    resume = _has_checkpoint(train_dir)
     log(f"{'resuming the training' if resume else 'training'} on {len(data)} frames at {t0:g} K "
         f"({cfg.transfer.method}) -> {train_dir}")
     start = time.perf_counter()
@@ -540,6 +541,12 @@ def _evaluate_stage(cfg: WorkflowConfig, bg: BoltzmannGenerator, t0: float, trai
     stages.set("evaluate", {"fingerprint": fingerprint, "settings": settings})
     log(f"report: {result.files.report_md}")
     return json.loads(metrics_path.read_text())
+
+
+def _has_checkpoint(train_dir: Path) -> bool:
+    """An unfinished training run is in ``train_dir`` (its last checkpoint, or the one before it)."""
+    last = train_dir / "last.pt"
+    return last.exists() or previous_checkpoint(last).exists()
 
 
 def run_workflow(path: str | Path, out_dir: Optional[str | Path] = None, log=print) -> dict:

@@ -62,12 +62,6 @@ def _check_same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -
         raise ValueError(f"{name_a} has {a.size} values but {name_b} has {b.size}; they must match")
 
 
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def wrap_angles(angles: ArrayLike) -> np.ndarray:
     """Map angles onto ``[-pi, pi)``.
 

@@ -15,7 +15,8 @@ from typing import Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validate import _as_1d, _check_positive_int, _check_weights
+from ..validators import positive_int
+from ._validate import _as_1d, _check_weights
 
 __all__ = ["wasserstein_1d", "histogram_overlap", "CENTRAL_MASS", "CentralEnergyDistance", "central_energy_distance"]
 
@@ -96,7 +97,7 @@ def histogram_overlap(
     -------
     float in ``[0, 1]``: 1 for identical histograms, 0 for disjoint ones.
     """
-    bins = _check_positive_int(bins, "bins")
+    bins = positive_int("bins", bins)
     a = _as_1d(a, "a")
     b = _as_1d(b, "b")
     wa = _normalized_or_uniform(weights_a, a.size, "weights_a")

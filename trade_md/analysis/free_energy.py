@@ -13,7 +13,8 @@ from typing import Optional
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validate import _as_1d, _check_positive_int, _check_weights
+from ..validators import positive_int
+from ._validate import _as_1d, _check_weights
 
 __all__ = ["FreeEnergyDifference", "free_energy_difference", "NLLResult", "nll"]
 
@@ -93,10 +94,10 @@ def free_energy_difference(
     n = codes.size
     w = _check_weights(weights, n)
     w = np.ones(n) if w is None else w
-    n_bootstrap = _check_positive_int(n_bootstrap, "n_bootstrap")
+    n_bootstrap = positive_int("n_bootstrap", n_bootstrap)
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
-    block_size = _check_positive_int(block_size, "block_size")
+    block_size = positive_int("block_size", block_size)
     if block_size > n:
         raise ValueError(f"block_size ({block_size}) exceeds the number of samples ({n})")
 
@@ -166,7 +167,7 @@ def nll(log_prob: ArrayLike, block_size: int = 1) -> NLLResult:
     NLLResult: ``mean`` over all N frames and ``stderr``, in nats per frame.
     """
     values = -_as_1d(log_prob, "log_prob")
-    block_size = _check_positive_int(block_size, "block_size")
+    block_size = positive_int("block_size", block_size)
     n_blocks = values.size // block_size
     if n_blocks < 2:
         raise ValueError(

@@ -35,12 +35,12 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..validators import positive_int
 from ..weights import kish_ess, relative_ess, self_normalized_weights
 from ._validate import (
     _TWO_PI,
     ANGLE_TOLERANCE,
     _as_angles,
-    _check_positive_int,
     _check_same_length,
     _check_weights,
     wrap_angles,
@@ -99,7 +99,7 @@ TorsionMetric = Callable[
 # --------------------------------------------------------------------------- histograms
 def torsion_bin_edges(bins: int = DEFAULT_BINS) -> np.ndarray:
     """Edges of the fixed torsion bins: ``(bins + 1,)`` radians from ``-pi`` to ``pi``."""
-    bins = _check_positive_int(bins, "bins")
+    bins = positive_int("bins", bins)
     return np.linspace(-np.pi, np.pi, bins + 1)
 
 
@@ -127,7 +127,7 @@ def histogram1d_torsion(
     np.ndarray, shape (bins,), float64
         Probability mass per bin; sums to 1.
     """
-    bins = _check_positive_int(bins, "bins")
+    bins = positive_int("bins", bins)
     angles = _as_angles(angles, "angles")
     w = _check_weights(weights, angles.size)
     mass = np.bincount(_bin_index(angles, bins), weights=w, minlength=bins)
@@ -152,7 +152,7 @@ def histogram2d_torsions(
     np.ndarray, shape (bins, bins), float64
         Probability mass per cell, indexed ``[phi_bin, psi_bin]``; sums to 1.
     """
-    bins = _check_positive_int(bins, "bins")
+    bins = positive_int("bins", bins)
     phi = _as_angles(phi, "phi")
     psi = _as_angles(psi, "psi")
     _check_same_length(phi, psi, "phi", "psi")
@@ -314,8 +314,8 @@ def interleaved_halves(n_frames: int, n_blocks: int = 20) -> Tuple[np.ndarray, n
     half_a, half_b : np.ndarray of int64, shapes (about n_frames / 2,)
         Sorted frame indices; together they are ``0 .. n_frames - 1``.
     """
-    n_frames = _check_positive_int(n_frames, "n_frames")
-    n_blocks = _check_positive_int(n_blocks, "n_blocks")
+    n_frames = positive_int("n_frames", n_frames)
+    n_blocks = positive_int("n_blocks", n_blocks)
     if n_blocks < 2:
         raise ValueError(f"n_blocks must be >= 2 to split the reference in two halves, got {n_blocks}")
     if n_blocks > n_frames:
@@ -469,7 +469,7 @@ def joint_basin_labels(codes: ArrayLike, n_basins: int = 3) -> np.ndarray:
     np.ndarray of int64, shape (N,)
     """
     codes = np.asarray(codes)
-    n_basins = _check_positive_int(n_basins, "n_basins")
+    n_basins = positive_int("n_basins", n_basins)
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
         raise ValueError(f"codes must have shape (N, n_residues) with N, n_residues >= 1, got {codes.shape}")
     if not np.issubdtype(codes.dtype, np.integer):

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from .._io import PathLike, atomic_path
-from ._validate import _as_1d, _check_positive_int, _check_weights
+from ..validators import positive_int
+from ._validate import _as_1d, _check_weights
 from .metrics import histogram1d_torsion, histogram2d_torsions, torsion_bin_edges
 
 __all__ = [
@@ -89,7 +90,7 @@ def plot_ramachandran(
     -------
     Path of the PNG.
     """
-    bins = _check_positive_int(bins, "bins")
+    bins = positive_int("bins", bins)
     cell_area = (2.0 * np.pi / bins) ** 2
     panels = [
         (histogram2d_torsions(sample_phi, sample_psi, sample_weights, bins), labels[0], sample_weights),
@@ -219,7 +220,7 @@ def plot_energy_histograms(
     sample = _as_1d(sample_energy, "sample_energy")
     reference = _as_1d(ref_energy, "ref_energy")
     weights = _check_weights(sample_weights, sample.size, "sample_weights")
-    bins = _check_positive_int(bins, "bins")
+    bins = positive_int("bins", bins)
     low, high = np.percentile(reference, [0.1, 99.9])
     margin = 0.25 * (high - low) if high > low else 1.0
     low, high = low - margin, high + margin
