@@ -30,6 +30,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -39,7 +40,7 @@ import openmm
 from tqdm.auto import tqdm
 
 from . import validators
-from ._io import atomic_path, atomic_write_text
+from ._io import atomic_path, atomic_write_text, keep_previous
 from .data import ReferenceData
 from .energy import OpenMMEnergy, select_platform
 from .simulate import SimulationSettings, _chunk_seed as chunk_seed
@@ -131,21 +132,33 @@ class _Tempering:
             raise ValueError(f"{self.folder} holds an unfinished parallel-tempering run with other settings "
                              f"({saved}); use overwrite=True / --overwrite to discard it")
         ckpt = self.folder / "checkpoint.json"
-        if not ckpt.exists():
-            return None
-        try:
-            state = json.loads(ckpt.read_text())
-            state["states"] = [openmm.XmlSerializer.deserialize(s) for s in state["states"]]
-        except Exception as err:  # noqa: BLE001 - json or OpenMM's deserializer
-            raise ValueError(f"{ckpt} is damaged ({err}); rerun with --overwrite") from err
-        return state
+        problems = []
+        for path in (ckpt, ckpt.with_name("checkpoint.prev.json")):
+            if not path.exists():
+                continue
+            try:
+                state = json.loads(path.read_text())
+                state["states"] = [openmm.XmlSerializer.deserialize(s) for s in state["states"]]
+            except Exception as err:  # noqa: BLE001 - json or OpenMM's deserializer
+                problems.append(f"{path} is damaged ({err})")
+                continue
+            if problems:
+                warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {path} "
+                              f"({state['n_chunks']} chunks)")
+            return state
+        if problems:
+            raise ValueError("; ".join(problems) + "; rerun with --overwrite")
+        return None
 
     def _save(self, n_chunks: int, states: list, replica_at: np.ndarray, stats: dict) -> None:
         if self.folder is None:
             return
-        atomic_write_text(self.folder / "checkpoint.json", json.dumps({
-            "n_chunks": n_chunks, "replica_at": replica_at.tolist(), "stats": stats,
-            "states": [openmm.XmlSerializer.serialize(s) for s in states]}))
+        ckpt = self.folder / "checkpoint.json"
+        with atomic_path(ckpt) as tmp:
+            tmp.write_text(json.dumps({
+                "n_chunks": n_chunks, "replica_at": replica_at.tolist(), "stats": stats,
+                "states": [openmm.XmlSerializer.serialize(s) for s in states]}))
+            keep_previous(ckpt, ckpt.with_name("checkpoint.prev.json"))
 
     # --------------------------------------------------------------- dynamics
     def _contexts(self, chunk: int) -> list[openmm.Context]:
