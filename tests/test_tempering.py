@@ -25,54 +25,48 @@ def test_exports_one_set_per_temperature(ala2, tmp_path):
     assert (np.sort(replicas, axis=1) == np.arange(3)).all()
 
 
-def test_killed_run_resumes_to_identical_frames(ala2, tmp_path, monkeypatch):
-    kwargs = dict(nanoseconds=0.012, equilibration_ps=2.0, seed=9, checkpoint_frames=4, progress=False)
-    full = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "full", **kwargs)
+_RUN = dict(nanoseconds=0.012, equilibration_ps=2.0, seed=9, checkpoint_frames=4, progress=False)
+
+
+def _interrupted_run(system, folder, monkeypatch, n_saves: int) -> None:
+    """Start a run in ``folder`` and interrupt it (KeyboardInterrupt) at its ``n_saves``-th checkpoint write."""
     save = _Tempering._save
     calls = {"n": 0}
 
     def dying_save(self, *args):
         calls["n"] += 1
-        if calls["n"] == 3:  # after the initial state and one chunk
+        if calls["n"] == n_saves:
             raise KeyboardInterrupt
         save(self, *args)
 
-    monkeypatch.setattr(_Tempering, "_save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "resumed", **kwargs)
-    monkeypatch.setattr(_Tempering, "_save", save)
-    resumed = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "resumed", **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(_Tempering, "_save", dying_save)
+        with pytest.raises(KeyboardInterrupt):
+            parallel_tempering(system, [300.0, 400.0], out=folder, **_RUN)
+
+
+def test_killed_run_resumes_to_identical_frames(ala2, tmp_path, monkeypatch):
+    full = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "full", **_RUN)
+    _interrupted_run(ala2, tmp_path / "resumed", monkeypatch, n_saves=3)  # initial state + one chunk saved
+    resumed = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "resumed", **_RUN)
     for t in full:
         np.testing.assert_array_equal(full[t].xyz, resumed[t].xyz)
         assert full[t].metadata["swap_acceptance"] == resumed[t].metadata["swap_acceptance"]
 
 
 def test_damaged_checkpoint_falls_back_to_the_previous_one(ala2, tmp_path, monkeypatch):
-    kwargs = dict(nanoseconds=0.012, equilibration_ps=2.0, seed=9, checkpoint_frames=4, progress=False)
-    full = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "full", **kwargs)
-    save = _Tempering._save
-    calls = {"n": 0}
-
-    def dying_save(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the initial state and two chunks
-            raise KeyboardInterrupt
-        save(self, *args)
-
-    monkeypatch.setattr(_Tempering, "_save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "pt", **kwargs)
-    monkeypatch.setattr(_Tempering, "_save", save)
+    full = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "full", **_RUN)
+    _interrupted_run(ala2, tmp_path / "pt", monkeypatch, n_saves=4)  # initial state + two chunks saved
     ckpt = tmp_path / "pt" / "checkpoint.json"
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated by a crash of the disk, not of our write
     with pytest.warns(UserWarning, match="checkpoint.json is damaged.*previous checkpoint"):
-        resumed = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "pt", **kwargs)
+        resumed = parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "pt", **_RUN)
     for t in full:
         np.testing.assert_array_equal(full[t].xyz, resumed[t].xyz)
-    (tmp_path / "pt" / "checkpoint.json").write_text("garbage")
+    ckpt.write_text("garbage")
     (tmp_path / "pt" / "checkpoint.prev.json").write_text("garbage")
     with pytest.raises(ValueError, match="checkpoint.json is damaged.*checkpoint.prev.json is damaged"):
-        parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "pt", **kwargs)
+        parallel_tempering(ala2, [300.0, 400.0], out=tmp_path / "pt", **_RUN)
 
 
 def test_other_settings_in_the_same_folder_are_refused(ala2, tmp_path):
