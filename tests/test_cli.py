@@ -131,3 +131,23 @@ def test_sample_and_molecule_defaults_are_the_workflow_defaults():
     assert molecule["--system"].default == SystemSection().name
     assert tuple(molecule["--forcefield"].default) == SystemSection().forcefield == DEFAULT_FORCEFIELD
     assert molecule["--constraints"].default == SystemSection().constraints == DEFAULT_CONSTRAINTS
+
+
+def test_version_names_the_engines(capsys):
+    import torch
+
+    from trade_md import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"trade-md {__version__}" in out and f"torch {torch.__version__}" in out and "OpenMM" in out
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "trade_md", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("trade-md ")

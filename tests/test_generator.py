@@ -142,3 +142,9 @@ def test_flow_config_keys_are_strict(ala2):
     with pytest.raises(ConfigError, match="did you mean 'bins'"):
         BoltzmannGenerator.for_system(ala2, 600.0, flow={"binz": 4})
     assert isinstance(BoltzmannGenerator.for_system(ala2, 600.0, flow=FlowConfig(bins=4)).flow.config, FlowConfig)
+
+
+def test_repr_is_one_line(bg, ala2):
+    text = repr(bg)
+    assert "\n" not in text and len(text) < 200
+    assert f"n_atoms={ala2.n_atoms}" in text and f"dims={bg.density.ic.dim}" in text and "T0=" in text

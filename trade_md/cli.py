@@ -224,8 +224,24 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _version_line() -> str:
+    """trade_md's version with the versions of the engines it runs on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ._version import __version__
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"trade-md {__version__} (torch {of('torch')}, OpenMM {of('openmm')}, mdtraj {of('mdtraj')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trade-md", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="reference MD (Langevin) or parallel tempering; resumable")

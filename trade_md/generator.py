@@ -262,6 +262,12 @@ class BoltzmannGenerator(nn.Module):
         self.system = system
         self._target = target
 
+    def __repr__(self) -> str:
+        """One line: molecule, atoms, modelled dimensions, T0 (nn.Module would print every layer)."""
+        name = "?" if self.system is None else self.system.name
+        return (f"BoltzmannGenerator(system={name!r}, n_atoms={self.density.ic.n_atoms}, "
+                f"dims={self.density.ic.dim}, T0={self.density.reference_temperature:g} K)")
+
     # ------------------------------------------------------------ construction
     @classmethod
     def for_system(cls, system: MolecularSystem, reference_temperature: float = 300.0,
