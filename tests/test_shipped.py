@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from trade_md import datasets
 from trade_md.analysis.observables import BASINS, assign_basins, ramachandran
 from trade_md.data import ReferenceData
 from trade_md.generator import BoltzmannGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "data" / "models" / "ala2_trade.pt"
+MODEL = datasets.path("ala2")
 
 # Tolerance on each basin population of raw (unweighted) model samples at 600 K:
 # 0.03 absolute.  The statistical error of 4000 samples is <= 0.008 and that of

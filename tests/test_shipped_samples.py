@@ -1,7 +1,7 @@
 """The shipped model gives the same samples for the same seed, whatever the code around it.
 
-``tests/data/shipped_samples.npz`` holds samples of ``data/models/ala2_trade.pt``
-drawn by :func:`draw_reference_samples`; this test draws them again and
+``tests/data/shipped_samples.npz`` holds samples of the shipped model
+(``datasets.path("ala2")``, ``trade_md/data/models/ala2_trade.pt``) drawn by :func:`draw_reference_samples`; this test draws them again and
 compares.  A redesign of the model classes that keeps the model must keep
 these numbers.  Regenerate the file only when a change of the samples is
 intended (a new shipped model, a deliberate change of the sampler):
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trade_md import datasets
 from trade_md.generator import BoltzmannGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "data" / "models" / "ala2_trade.pt"
+MODEL = datasets.path("ala2")
 REFERENCE = Path(__file__).resolve().parent / "data" / "shipped_samples.npz"
 
 #: (seed, temperature in K) of each reference batch.

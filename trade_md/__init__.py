@@ -10,7 +10,7 @@ from ._version import __version__
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import units
+from . import datasets, units
 from .coordinates import InternalCoordinates, ZMatrix
 from .data import ReferenceData
 from .energy import OpenMMEnergy
@@ -29,6 +29,7 @@ _LAZY = {"evaluate": ".analysis.evaluate"}
 __all__ = [
     "__version__",
     "units",
+    "datasets",
     "MolecularSystem",
     "OpenMMEnergy",
     "ReferenceData",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the alanine-dipeptide reference data shipped in data/ (see data/README.md).
+# Regenerates the alanine-dipeptide MD data: the training data in data/ and the
+# parallel-tempering references shipped in trade_md/data/ (see data/README.md).
 # Each command is resumable: run it again after an interruption and it continues.
 # Run from the repository root with the package installed.
 set -euo pipefail
@@ -10,4 +11,4 @@ trade-md simulate --system alanine-dipeptide --temperature 600 --nanoseconds 100
 trade-md simulate --system alanine-dipeptide --temperatures 300,370,450,530,600,700,830,1000 \
     --nanoseconds 10 --seed 3 --out runs/ala2_pt.h5
 cp runs/ala2_600K.h5 data/ala2_600K.h5
-for t in 300 450 600 700 1000; do cp "runs/ala2_pt_${t}K.h5" "data/ala2_pt_${t}K.h5"; done
+for t in 300 450 600 700 1000; do cp "runs/ala2_pt_${t}K.h5" "trade_md/data/ala2_pt_${t}K.h5"; done
