@@ -465,6 +465,38 @@ def test_custom_halfwidths_and_state_dict(ala2) -> None:
     torch.testing.assert_close(other(x)[0], ict(x)[0])
 
 
+def test_narrow_torsions_are_an_exact_affine_map(ala2, md_frames) -> None:
+    """Narrow torsions: ic = (wrap(t - c) + w) / (2 w), ladj shifted by -log(2 w), exact round trip."""
+    z = ZMatrix.from_topology(ala2.topology, "relative")
+    circular = InternalCoordinates(z, ala2)
+    width = np.full(19, math.pi)
+    width[[1, 4, 9]] = [0.5, 1.0, 2.5]
+    center = np.array([0.3, -3.0, 0.0, 1.0, 2.9] + [0.0] * 14)
+    narrow = InternalCoordinates(z, ala2, torsion_halfwidth=width, torsion_center=center)
+    t0 = circular.dim - 19
+    assert [k for k in narrow.kinds[t0:]].count("narrow_torsion") == 3
+    assert [narrow.kinds[t0 + i] for i in (1, 4, 9)] == ["narrow_torsion"] * 3
+    ic_c, ladj_c = circular(md_frames)
+    ic_n, ladj_n = narrow(md_frames)
+    torch.testing.assert_close(ic_n[:, :t0 + 1], ic_c[:, :t0 + 1], atol=0, rtol=0)
+    for i in (1, 4, 9):
+        expected = (_circular_diff(ic_c[:, t0 + i], torch.tensor(center[i])) + width[i]) / (2 * width[i])
+        torch.testing.assert_close(ic_n[:, t0 + i], expected.double(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(ladj_n, ladj_c - np.log(2 * width[[1, 4, 9]]).sum(), atol=1e-10, rtol=0)
+    x2, ladj_inv = narrow.inverse(ic_n)
+    assert (_distances(x2) - _distances(md_frames)).abs().max() < DIST_TOL[torch.float64]
+    torch.testing.assert_close(ladj_inv, -ladj_n, atol=1e-10, rtol=0)
+    # the cut opposite the centre: a torsion just past it lands outside [0, 1], not wrapped back
+    ic_out = ic_n[:2].clone()
+    ic_out[:, t0 + 1] = torch.tensor([-0.1, 1.1], dtype=torch.float64)
+    back, _ = narrow(narrow.inverse(ic_out)[0])
+    torch.testing.assert_close(back[:, t0 + 1], ic_out[:, t0 + 1], atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="torsion_center"):
+        InternalCoordinates(z, ala2, torsion_halfwidth=width, torsion_center=center[:5])
+    with pytest.raises(ValueError, match="torsion_halfwidth"):
+        InternalCoordinates(z, ala2, torsion_halfwidth=-width)
+
+
 # ----------------------------------------------------- other molecules, devices
 def test_general_molecule_toluene(toluene: MolecularSystem) -> None:
     """A ring with a methyl group and no backbone: ring closure, constraints, exact ladj."""

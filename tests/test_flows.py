@@ -454,14 +454,16 @@ def test_conditioned_flow_validates_conditions() -> None:
 # ---------------------------------------------------------------- schedule and config
 
 
-def test_default_schedule_like_the_paper() -> None:
-    kinds = ["bond"] * 3 + ["angle"] * 4 + ["torsion"] * 5
+def test_default_schedule() -> None:
+    kinds = ["bond"] * 3 + ["angle"] * 4 + ["torsion", "narrow_torsion", "torsion", "narrow_torsion", "torsion"]
     layers = resolve_schedule(FlowConfig(), kinds)
-    bonds, angles, torsions = set(range(3)), set(range(3, 7)), set(range(7, 12))
+    bonds, local, torsions = set(range(3)), {3, 4, 5, 6, 8, 10}, {7, 9, 11}
+    local0, local1 = {3, 5, 8}, {4, 6, 10}  # halves within each kind: angles 3,5 | 4,6; narrow 8 | 10
     expected = [
-        ({7, 9, 11}, {8, 10}), ({8, 10}, {7, 9, 11}),
-        (angles, torsions), (torsions, angles),
-        (bonds, angles | torsions), (angles | torsions, bonds),
+        ({7, 11}, {9}), ({9}, {7, 11}),
+        (local0, torsions | local1), (local1, torsions | local0),
+        (torsions, local),
+        (bonds, local | torsions), (local | torsions, bonds),
     ]
     assert [(set(s.transformed), set(s.conditioning)) for s in layers] == expected
 

@@ -8,7 +8,8 @@ Conventions
   :mod:`trade_md.zmatrix`; the 6 rigid-body degrees of freedom (position and
   orientation) are dropped by the transform.
 - The modelled vector ``ic`` of :class:`InternalCoordinates` is laid out as
-  ``[free bonds | angles | torsions]``; bonds held by constraints are left out.
+  ``[free bonds | angles | torsions]``; bonds held by constraints are left out;
+  torsions given a half-width below pi are modelled on [0, 1] ("narrow").
 
 This module imports neither OpenMM nor mdtraj: systems and constraint sets
 are used through their attributes only.
@@ -39,6 +40,11 @@ def _wrap(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t >= math.pi, t - 2.0 * math.pi, t)
 
 
+def _wrap_any(t: torch.Tensor) -> torch.Tensor:
+    """Map any angle (radians) to [-pi, pi)."""
+    return torch.remainder(t + math.pi, 2.0 * math.pi) - math.pi
+
+
 class InternalCoordinates(torch.nn.Module):
     """Bijection between Cartesian positions (rigid-body motion removed) and
     scaled internal coordinates, with its exact log-determinant.
@@ -51,11 +57,15 @@ class InternalCoordinates(torch.nn.Module):
       structure, so ``[lo, hi]`` maps affinely onto [0, 1];
     - angles, ``(a - lo) / (hi - lo)`` with
       ``[lo, hi] = [max(a_ref - w_a, 0), min(a_ref + w_a, pi)]`` (radians);
-    - torsions, in radians on [-pi, pi) (circular, unscaled).
+    - torsions, in radians on [-pi, pi) (circular, unscaled), except
+    - narrow torsions (half-width ``w_t < pi``): ``(wrap(t - c) + w_t) / (2 w_t)``
+      around a centre ``c``; the circle is cut open at ``c + pi``, so the map
+      is exact for any torsion, and [0, 1] covers ``c +- w_t``.
 
-    ``kinds[i]`` is ``"bond"``, ``"angle"`` or ``"torsion"``: bonds and angles
-    live on the bounded interval [0, 1], torsions on the circle [-pi, pi).
-    Values outside [0, 1] are mapped affinely as well (no clipping).
+    ``kinds[i]`` is ``"bond"``, ``"angle"``, ``"narrow_torsion"`` or
+    ``"torsion"``: the first three live on the bounded interval [0, 1],
+    torsions on the circle [-pi, pi). Values outside [0, 1] are mapped
+    affinely as well (no clipping).
 
     The default half-widths ``w_b = 0.05`` nm and ``w_a = 1.0`` rad are about
     10 and 8 standard deviations of alanine dipeptide's bonds and angles at
@@ -94,13 +104,19 @@ class InternalCoordinates(torch.nn.Module):
         ``w_b``, per bond of ``zmatrix.bonds`` (constrained entries unused).
     angle_halfwidth : float or (n_atoms - 2,) array, radians
         ``w_a``, per angle of ``zmatrix.angles``.
+    torsion_halfwidth : float or (n_atoms - 3,) array, radians
+        ``w_t``, per torsion of ``zmatrix.torsions``; torsions with
+        ``w_t < pi`` are narrow, the others circular (default: all circular).
+    torsion_center : (n_atoms - 3,) array, radians, optional
+        ``c`` of the narrow torsions (default: the reference structure's torsions).
 
     Attributes
     ----------
     dim : int
         Number of modelled coordinates, ``3 n_atoms - 6 - n_constrained``.
     kinds : list of str
-        ``"bond"``, ``"angle"`` or ``"torsion"`` for each modelled coordinate.
+        ``"bond"``, ``"angle"``, ``"narrow_torsion"`` or ``"torsion"`` for each
+        modelled coordinate.
     coordinate_atoms : list of tuple of int
         The 2, 3 or 4 atoms defining each modelled coordinate.
     n_free_bonds, n_constrained : int
@@ -123,6 +139,8 @@ class InternalCoordinates(torch.nn.Module):
         reference: np.ndarray | torch.Tensor | None = None,
         bond_halfwidth: float | np.ndarray = 0.05,
         angle_halfwidth: float | np.ndarray = 1.0,
+        torsion_halfwidth: float | np.ndarray = math.pi,
+        torsion_center: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(zmatrix, ZMatrix):
@@ -170,7 +188,7 @@ class InternalCoordinates(torch.nn.Module):
         }.items():
             self.register_buffer(name, torch.tensor(np.asarray(value), dtype=torch.long), persistent=False)
 
-        ref_b, ref_a, _ = (v[0].numpy() for v in self._raw(torch.as_tensor(ref)[None]))
+        ref_b, ref_a, ref_t = (v[0].numpy() for v in self._raw(torch.as_tensor(ref)[None]))
         w_b = _halfwidth(bond_halfwidth, n - 1, "bond_halfwidth")[free_idx]
         too_wide = w_b >= ref_b[free_idx]
         if np.any(too_wide):
@@ -182,21 +200,34 @@ class InternalCoordinates(torch.nn.Module):
         w_a = _halfwidth(angle_halfwidth, n - 2, "angle_halfwidth")
         bond_lo, bond_hi = ref_b[free_idx] - w_b, ref_b[free_idx] + w_b
         angle_lo, angle_hi = np.maximum(ref_a - w_a, 0.0), np.minimum(ref_a + w_a, math.pi)
+        w_t = _halfwidth(torsion_halfwidth, n - 3, "torsion_halfwidth")
+        center = ref_t if torsion_center is None else np.asarray(torsion_center, dtype=np.float64)
+        if center.shape != (n - 3,) or not np.all(np.isfinite(center)):
+            raise ValueError(f"torsion_center must be {n - 3} finite angles in radians, got shape {center.shape}")
+        narrow = np.flatnonzero(w_t < math.pi)
         fixed_lengths = np.array([fixed[i] for i in con_idx], dtype=np.float64)
         # constant part of the ladj: 2 sum log r0 (fixed bonds) + sum log(hi - lo) (scaled coordinates)
         constant = (
             2.0 * np.log(fixed_lengths).sum() + np.log(bond_hi - bond_lo).sum() + np.log(angle_hi - angle_lo).sum()
+            + np.log(2.0 * w_t[narrow]).sum()
         )
         for name, value in {
             "bond_lo": bond_lo, "bond_hi": bond_hi, "angle_lo": angle_lo, "angle_hi": angle_hi,
             "fixed_lengths": fixed_lengths, "ladj_constant": constant,
         }.items():
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.float64))
+        # narrow torsions: set by the constructor's arguments (not saved: older
+        # state dicts lack them; a saved model stores the arguments instead)
+        self.register_buffer("_narrow", torch.as_tensor(narrow, dtype=torch.long), persistent=False)
+        self.register_buffer("torsion_lo", torch.as_tensor(center[narrow] - w_t[narrow]), persistent=False)
+        self.register_buffer("torsion_width", torch.as_tensor(2.0 * w_t[narrow]), persistent=False)
 
         self.n_free_bonds = len(free_idx)
         self.n_constrained = len(con_idx)
         self.dim = 3 * n - 6 - self.n_constrained
-        self.kinds = ["bond"] * len(free_idx) + ["angle"] * (n - 2) + ["torsion"] * (n - 3)
+        torsion_kinds = np.full(n - 3, "torsion", dtype=object)
+        torsion_kinds[narrow] = "narrow_torsion"
+        self.kinds = ["bond"] * len(free_idx) + ["angle"] * (n - 2) + torsion_kinds.tolist()
         self.coordinate_atoms = (
             [tuple(p) for p in bonds[free_idx].tolist()]
             + [tuple(t) for t in zmatrix.angles.tolist()]
@@ -246,8 +277,8 @@ class InternalCoordinates(torch.nn.Module):
         Returns
         -------
         ic : (batch, dim) tensor, dtype of ``x``
-            Scaled bonds and angles (in [0, 1] within the half-widths), torsions
-            in radians on [-pi, pi).
+            Scaled bonds, angles and narrow torsions (in [0, 1] within the
+            half-widths), torsions in radians on [-pi, pi).
         ladj : (batch,) tensor
             ``log|det d ic / d x|`` on the manifold (see the class docstring).
         """
@@ -260,6 +291,11 @@ class InternalCoordinates(torch.nn.Module):
         bonds, angles, torsions = self._raw(x)
         free = bonds[:, self._free_idx]
         lo_b, hi_b, lo_a, hi_a, const = self._constants(x)
+        if self._narrow.numel():
+            lo_t, width_t = self.torsion_lo.to(x), self.torsion_width.to(x)
+            center = lo_t + 0.5 * width_t
+            scaled = (_wrap_any(torsions[:, self._narrow] - center) + 0.5 * width_t) / width_t
+            torsions = torsions.index_copy(1, self._narrow, scaled)
         ic = torch.cat([(free - lo_b) / (hi_b - lo_b), (angles - lo_a) / (hi_a - lo_a), torsions], dim=1)
         ladj = -(2.0 * torch.log(free).sum(1) + self._log_sin(angles).sum(1)) - const
         return ic, ladj
@@ -291,6 +327,9 @@ class InternalCoordinates(torch.nn.Module):
         free = lo_b + (hi_b - lo_b) * ic[:, :nb]
         angles = lo_a + (hi_a - lo_a) * ic[:, nb:nb + na]
         torsions = ic[:, nb + na:]
+        if self._narrow.numel():
+            lo_t, width_t = self.torsion_lo.to(ic), self.torsion_width.to(ic)
+            torsions = torsions.index_copy(1, self._narrow, lo_t + width_t * torsions[:, self._narrow])
         fixed = self.fixed_lengths.to(ic).expand(ic.shape[0], -1)
         bonds = torch.cat([free, fixed], dim=1)[:, self._bond_perm]
         ladj = 2.0 * torch.log(free).sum(1) + self._log_sin(angles).sum(1) + const

@@ -1,7 +1,7 @@
 """Temperature-conditioned normalizing flows for internal coordinates.
 
 Coupling flows on zuko's transforms: circular rational-quadratic splines on
-torsions, bounded splines on angles and bonds, unbounded splines on real
+torsions, bounded splines on angles, bonds and narrow torsions, unbounded splines on real
 dimensions; conditioners see ``(cos, sin)`` of torsions and the context
 ``[log(T / T0), ...]``; a base distribution that widens with temperature.
 
@@ -16,7 +16,7 @@ data (the sampling direction).
 >>> model = ConditionedFlow(flow, reference=300.0)
 >>> x, log_p = model.sample(5, 450.0)
 """
-from .config import DEFAULT_SCHEDULE, KINDS, FlowConfig
+from .config import BOUNDED_KINDS, DEFAULT_SCHEDULE, KINDS, FlowConfig
 from .flow import ConditionalFlow, ConditionedFlow
 
-__all__ = ["KINDS", "DEFAULT_SCHEDULE", "FlowConfig", "ConditionalFlow", "ConditionedFlow"]
+__all__ = ["KINDS", "BOUNDED_KINDS", "DEFAULT_SCHEDULE", "FlowConfig", "ConditionalFlow", "ConditionedFlow"]

@@ -9,6 +9,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.special import ndtr, ndtri
 
+from .config import BOUNDED_KINDS
+
 __all__ = ["MixedBase"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -20,7 +22,8 @@ class MixedBase(nn.Module):
     Per dimension kind, with ``t = log(T / T0)``:
 
     - ``"torsion"``: uniform on ``[-pi, pi)``;
-    - ``"angle"``, ``"bond"``: normal centred at 0.5, truncated to ``[0, 1]``,
+    - bounded kinds (``"angle"``, ``"bond"``, ``"narrow_torsion"``): normal
+      centred at 0.5, truncated to ``[0, 1]``,
       ``sigma = bounded_sigma * exp(t / 2)``;
     - ``"real"``: ``N(0, sigma^2)``, ``sigma = real_sigma * exp(t / 2)``.
 
@@ -40,7 +43,7 @@ class MixedBase(nn.Module):
         super().__init__()
         groups = {
             "torsion": [i for i, k in enumerate(kinds) if k == "torsion"],
-            "bounded": [i for i, k in enumerate(kinds) if k in ("angle", "bond")],
+            "bounded": [i for i, k in enumerate(kinds) if k in BOUNDED_KINDS],
             "real": [i for i, k in enumerate(kinds) if k == "real"],
         }
         order = groups["torsion"] + groups["bounded"] + groups["real"]

@@ -6,6 +6,10 @@ A flow acts on a vector whose dimensions each have a *kind*:
     circular, domain ``[-pi, pi]`` (radians; ``-pi`` and ``pi`` are the same point);
 ``"angle"``, ``"bond"``
     bounded, domain ``[0, 1]`` (internal coordinates rescaled to the unit interval);
+``"narrow_torsion"``
+    bounded, domain ``[0, 1]``: a torsion that stays within a window narrower
+    than the circle (e.g. the placement of a branch atom against its sibling),
+    cut open opposite its centre and rescaled like an angle;
 ``"real"``
     unbounded, domain ``R`` (toy problems).
 
@@ -23,19 +27,26 @@ from collections.abc import Sequence
 
 from .. import validators
 
-__all__ = ["KINDS", "DEFAULT_SCHEDULE", "FlowConfig", "LayerSpec", "resolve_schedule"]
+__all__ = ["KINDS", "BOUNDED_KINDS", "DEFAULT_SCHEDULE", "FlowConfig", "LayerSpec", "resolve_schedule"]
 
 #: The dimension kinds a flow understands.
-KINDS: tuple[str, ...] = ("torsion", "angle", "bond", "real")
+KINDS: tuple[str, ...] = ("torsion", "angle", "bond", "narrow_torsion", "real")
 
-#: Default schedule, like the TRADE paper's alanine-dipeptide flow: torsions given
-#: torsions (split halves), angles given torsions, bonds given the rest, each with
-#: its reverse; plus halves of "real" dimensions for toy problems.
+#: The kinds that live on the unit interval [0, 1].
+BOUNDED_KINDS: tuple[str, ...] = ("angle", "bond", "narrow_torsion")
+
+#: Default schedule: torsions given torsions (split halves); the local geometry
+#: (angles and narrow torsions, in halves) given the torsions and the other half,
+#: so that coordinates around one atom are modelled jointly; torsions given the
+#: local geometry; bonds given the rest and the rest given bonds; plus halves of
+#: "real" dimensions for toy problems. On 600 K Ace-Ala3-Nme MD the halves of the
+#: local geometry improved the held-out NLL by 1 nat over "angle | torsion".
 DEFAULT_SCHEDULE: tuple[str, ...] = (
     "torsion/0 | torsion/1",
     "torsion/1 | torsion/0",
-    "angle | torsion",
-    "torsion | angle",
+    "angle/0, narrow_torsion/0 | torsion, angle/1, narrow_torsion/1",
+    "angle/1, narrow_torsion/1 | torsion, angle/0, narrow_torsion/0",
+    "torsion | angle, narrow_torsion",
     "bond | *",
     "* | bond",
     "real/0 | *",

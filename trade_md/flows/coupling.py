@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch import Tensor
 from zuko.nn import MLP
 
+from .config import BOUNDED_KINDS
 from .transforms import MixedCouplingTransform, MixedSplineTransform
 
 __all__ = ["MixedCoupling", "spline_interval"]
@@ -20,18 +21,18 @@ def spline_interval(kind: str, real_bound: float) -> tuple[float, float]:
 
     Parameters
     ----------
-    kind : {"torsion", "angle", "bond", "real"}
+    kind : {"torsion", "angle", "bond", "narrow_torsion", "real"}
     real_bound : float
         Half-width used for ``"real"`` dimensions.
 
     Returns
     -------
     (offset, half_width) : tuple of float
-        Torsions ``(0, pi)``, angles and bonds ``(0.5, 0.5)``, reals ``(0, real_bound)``.
+        Torsions ``(0, pi)``, bounded kinds ``(0.5, 0.5)``, reals ``(0, real_bound)``.
     """
     if kind == "torsion":
         return 0.0, math.pi
-    if kind in ("angle", "bond"):
+    if kind in BOUNDED_KINDS:
         return 0.5, 0.5
     return 0.0, real_bound
 

@@ -12,12 +12,12 @@ from zuko.transforms import ComposedTransform
 from .. import validators
 from ..density import ConditionLike, as_condition, check_condition
 from .base import MixedBase
-from .config import KINDS, FlowConfig, resolve_schedule
+from .config import BOUNDED_KINDS, KINDS, FlowConfig, resolve_schedule
 from .coupling import MixedCoupling
 
 __all__ = ["ConditionalFlow", "ConditionedFlow"]
 
-_DOMAINS = {"torsion": (-math.pi, math.pi), "angle": (0.0, 1.0), "bond": (0.0, 1.0), "real": (-math.inf, math.inf)}
+_DOMAINS = {"torsion": (-math.pi, math.pi), "real": (-math.inf, math.inf), **{k: (0.0, 1.0) for k in BOUNDED_KINDS}}
 
 
 class ConditionalFlow(nn.Module):
@@ -32,7 +32,7 @@ class ConditionalFlow(nn.Module):
     ----------
     kinds : sequence of str, length D
         Kind of every dimension: ``"torsion"`` (radians, ``[-pi, pi]``),
-        ``"angle"`` or ``"bond"`` (``[0, 1]``), ``"real"`` (``R``).
+        ``"angle"``, ``"bond"`` or ``"narrow_torsion"`` (``[0, 1]``), ``"real"`` (``R``).
     context_dim : int
         Width of the context, at least 1.
     config : FlowConfig, optional
@@ -91,7 +91,7 @@ class ConditionalFlow(nn.Module):
         lower, upper = zip(*(_DOMAINS[k] for k in self.kinds))
         self.register_buffer("lower", torch.tensor(lower))
         self.register_buffer("upper", torch.tensor(upper))
-        self.register_buffer("center", torch.tensor([0.5 if k in ("angle", "bond") else 0.0 for k in self.kinds]))
+        self.register_buffer("center", torch.tensor([0.5 if k in BOUNDED_KINDS else 0.0 for k in self.kinds]))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, context_dim={self.context_dim}"
