@@ -49,3 +49,15 @@ def test_shipped_model_samples_at_300K(model):
     # colder means lower energies than at 600 K
     hot = model.sample(2000, 600.0)
     assert np.median(s.energies) < np.median(hot.energies)
+
+
+def test_readme_commands_take_the_shipped_names(tmp_path):
+    """`trade-md sample --model ala2` and `trade-md evaluate --reference ala2_pt_300K --model ala2`."""
+    from trade_md.cli import main
+
+    assert main(["sample", "--model", "ala2", "--temperature", "300", "--n", "300", "--out",
+                 str(tmp_path / "s.h5")]) == 0
+    assert main(["evaluate", "--samples", str(tmp_path / "s.h5"), "--reference", "ala2_pt_300K", "--model", "ala2",
+                 "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "300 K" in text and "ALA2" in text

@@ -55,6 +55,13 @@ def test_workflow_end_to_end(tmp_path, ala2, md_dir):
     assert set(metrics) == {"450 K", "600 K"} and np.isfinite(metrics["600 K"]["nll_md"]["value"])
     model = BoltzmannGenerator.load(run / "model.pt")
     assert model.reference_temperature == 600.0
+    # the model file records what it was trained on and for
+    from trade_md.trajectory import file_sha256
+
+    assert model.record.temperature_range == (400.0, 700.0) and model.record.method == "trade_grid"
+    assert model.record.training_data == str(md_dir / "md_600K.h5")
+    assert model.record.training_data_sha256 == file_sha256(md_dir / "md_600K.h5")
+    assert model.record.versions["trade_md"] and model.record.versions["openmm"]
     s = Samples.load(run / "samples_450K.h5", system=ala2)
     assert len(s) == 32 and np.all(s.temperature == 450.0)
     # a second run resumes: nothing is retrained, resampled or rewritten

@@ -142,15 +142,24 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_sample(args) -> int:
+    import warnings
+
     import numpy as np
     import torch
 
-    from .generator import BoltzmannGenerator
+    from .trajectory import FRAME_FORMATS, sidecar_path
 
     out = Path(args.out)
     _check_output_file(out, args.overwrite)  # before loading the model and sampling
+    if out.suffix.lower() not in FRAME_FORMATS:
+        raise ValueError(f"--out {out}: unknown trajectory format {out.suffix or '(no suffix)'!r}; "
+                         f"use one of {', '.join(FRAME_FORMATS)}")
+    if args.resample is not None and args.no_energies:
+        raise ValueError("--resample draws by importance weight, which needs energies: drop --no-energies")
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        _check_output_file(sidecar_path(out), args.overwrite)
     torch.set_num_threads(args.threads)
-    model = BoltzmannGenerator.load(args.model)
+    model = _load_model(args.model)
     temps = args.temperature
     if len(temps) == 1:
         temperature = temps[0]
@@ -158,14 +167,42 @@ def _cmd_sample(args) -> int:
         temperature = np.repeat(np.asarray(temps, dtype=float), args.n)
     n = args.n * len(temps)
     torch.manual_seed(args.seed)
-    samples = model.sample(n, temperature, batch_size=args.batch_size, energies=not args.no_energies,
-                           progress=True)
-    samples.save(out, overwrite=args.overwrite)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples = model.sample(n, temperature, batch_size=args.batch_size, energies=not args.no_energies,
+                               progress=True)
+    for w in caught:
+        print(f"trade-md sample: warning: {w.message}", file=sys.stderr)
     msg = f"{out}: {len(samples)} samples at {', '.join(f'{t:g}' for t in temps)} K"
     if samples.log_weights is not None:
         msg += f"; relative ESS {samples.relative_ess():.3%}"
+    if args.resample is not None:
+        samples = samples.resample(args.resample, seed=args.seed)
+        samples.metadata["resampled_from"] = n
+        msg += f"; {args.resample} frames resampled by weight"
+    samples.save(out, overwrite=args.overwrite)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        msg += f"; per-frame weights, energies and log-densities in {sidecar_path(out)}"
     print(msg)
     return 0
+
+
+def _cmd_info(args) -> int:
+    from .datasets import resolve
+    from .generator import BoltzmannGenerator
+
+    path = resolve(args.model, "model")
+    print(f"model file: {path}")
+    print(BoltzmannGenerator.load(path).describe())
+    return 0
+
+
+def _load_model(value: str) -> "BoltzmannGenerator":  # noqa: F821
+    """The model in the file ``value``, or the shipped model of that name (``ala2``)."""
+    from .datasets import resolve
+    from .generator import BoltzmannGenerator
+
+    return BoltzmannGenerator.load(resolve(value, "model"))
 
 
 def _cmd_evaluate(args) -> int:
@@ -173,19 +210,27 @@ def _cmd_evaluate(args) -> int:
 
     from .analysis.evaluate import evaluate
     from .data import ReferenceData
-    from .generator import BoltzmannGenerator, Samples
+    from .datasets import resolve
+    from .generator import Samples
 
+    temperatures = args.temperature or [None] * len(args.reference)
+    if len(temperatures) != len(args.reference):
+        raise ValueError(f"--temperature gives {len(temperatures)} temperatures for {len(args.reference)} "
+                         "--reference files: give one per reference, in the same order")
     torch.set_num_threads(args.threads)
-    model = BoltzmannGenerator.load(args.model) if args.model else None
+    model = _load_model(args.model) if args.model else None
     system = model.system if model is not None else None
     samples = []
     for path in args.samples:
-        s = Samples.load(path, system=system)
+        s = Samples.load(path, system=system, top=args.top)
         for t in sorted(set(s.temperature.tolist())):  # split mixed-temperature files
             samples.append(s.select(s.temperature == t))
     references = {}
-    for path in args.reference:
-        r = ReferenceData.load(path, system=system)
+    for value, temperature in zip(args.reference, temperatures):
+        path = resolve(value, "reference")
+        r = ReferenceData.load(path, system=system, top=args.top, temperature=temperature)
+        if r.temperature in references:
+            raise ValueError(f"two references at {r.temperature:g} K ({value} and an earlier one): give one per temperature")
         references[r.temperature] = r
     result = evaluate(samples, references, args.out, model=model, training_temperature=args.training_temperature)
     print(f"wrote {result.files.report_md} and {result.files.metrics_json}")
@@ -226,17 +271,10 @@ def _cmd_train(args) -> int:
 
 def _version_line() -> str:
     """trade_md's version with the versions of the engines it runs on."""
-    from importlib.metadata import PackageNotFoundError, version
+    from .provenance import current_versions
 
-    from ._version import __version__
-
-    def of(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return f"trade-md {__version__} (torch {of('torch')}, OpenMM {of('openmm')}, mdtraj {of('mdtraj')})"
+    v = {k: value or "not installed" for k, value in current_versions().items()}
+    return f"trade-md {v['trade_md']} (torch {v['torch']}, OpenMM {v['openmm']}, mdtraj {v['mdtraj']})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,11 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("sample", help="draw Boltzmann samples from a trained model")
-    p.add_argument("--model", required=True, help="model file written by training (.pt)")
+    p.add_argument("--model", required=True, help="model file written by training (.pt), or a shipped model (ala2)")
     p.add_argument("--temperature", type=_temperature_list, required=True,
                    help="temperature in K, or a comma-separated list (n samples at each)")
     p.add_argument("--n", type=_positive_int, default=10000, help="samples per temperature")
-    p.add_argument("--out", required=True, help="output HDF5 file (mdtraj-readable)")
+    p.add_argument("--out", required=True,
+                   help="output file: .h5 (mdtraj HDF5 with everything), or .dcd, .xtc, .trr, .nc, .pdb "
+                        "(frames, plus per-frame log weights, energies and log-densities in OUT_STEM.weights.csv)")
+    p.add_argument("--resample", type=_positive_int,
+                   help="write N unweighted frames drawn by importance weight instead of the weighted samples")
     p.add_argument("--batch-size", type=_positive_int, default=4096, help="samples per batch (bounds memory)")
     p.add_argument("--no-energies", action="store_true", help="skip OpenMM energies and importance weights")
     p.add_argument("--seed", type=int, default=0, help="random seed of the samples (default: 0)")
@@ -271,13 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("evaluate", help="compare samples with MD: report.md, metrics.json, PNGs")
-    p.add_argument("--samples", nargs="+", required=True, help="sample files from 'trade-md sample'")
-    p.add_argument("--reference", nargs="+", required=True, help="MD reference files, one per temperature")
+    p.add_argument("--samples", nargs="+", required=True,
+                   help="sample files from 'trade-md sample' (HDF5, or DCD/XTC/... with their .weights.csv)")
+    p.add_argument("--reference", nargs="+", required=True,
+                   help="MD trajectories, one per temperature: trade_md HDF5, a shipped name (ala2_pt_300K), "
+                        "or DCD, XTC, TRR, NetCDF, PDB, HDF5 from any MD program")
+    p.add_argument("--top", help="topology (PDB) of references and samples in formats without one (DCD, XTC, ...)")
+    p.add_argument("--temperature", type=_temperature_list,
+                   help="comma-separated temperatures in K of the --reference files, one per file, in order "
+                        "(needed for files that do not record it)")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--model", help="model file, to report the NLL of the MD frames")
+    p.add_argument("--model", help="model file or shipped model name (ala2), to report the NLL of the MD frames "
+                                   "and to compute the energies of references that hold none")
     p.add_argument("--training-temperature", type=_checked(validators.temperature), help="marked in the plots (K)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("info", help="what a model file records: system, T0, trained range, data, versions")
+    p.add_argument("model", help="model file (.pt) or shipped model name (ala2)")
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train from a YAML configuration (toy problem or molecular workflow)")
     p.add_argument("--config", required=True, help="YAML configuration (unknown keys are errors)")

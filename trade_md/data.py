@@ -1,4 +1,10 @@
-"""``ReferenceData``: MD frames with energies at one temperature, in mdtraj HDF5 files."""
+"""``ReferenceData``: MD frames with energies at one temperature.
+
+trade_md's own mdtraj HDF5 files carry energies and the temperature; any
+other trajectory mdtraj reads (DCD, XTC, TRR, NetCDF, PDB, HDF5 from other
+programs) is read with a topology and a temperature, its energies computed
+with OpenMM for the molecular system.
+"""
 from __future__ import annotations
 
 import os
@@ -8,9 +14,11 @@ from typing import Optional, Sequence
 import mdtraj
 import numpy as np
 
+from .energy import OpenMMEnergy
 from .system import MolecularSystem
 from . import validators
-from .trajectory import TrajectoryFile, read_kind, write_trajectory
+from .trajectory import (TrajectoryFile, check_same_molecule, is_trade_md_file, read_frames, read_kind,
+                         read_topology, write_trajectory)
 from .units import check_temperature
 
 __all__ = ["ReferenceData"]
@@ -65,22 +73,81 @@ class ReferenceData:
                          overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, system: Optional[MolecularSystem] = None) -> "ReferenceData":
-        """Read a file written by :meth:`save` or ``trade-md simulate``.
+    def load(cls, path: str | os.PathLike, system: Optional[MolecularSystem] = None,
+             top: Optional[str | os.PathLike | mdtraj.Topology] = None,
+             temperature: Optional[float] = None) -> "ReferenceData":
+        """Read MD frames: a trade_md HDF5 file, or any trajectory mdtraj reads.
 
-        If ``system`` is given, the file's atoms must match it.  Raises as
-        :func:`~trade_md.trajectory.read_kind` (a missing, damaged or foreign
-        file, generated samples instead of MD, another molecule), and
-        ValueError naming ``path`` if it lacks temperature or energies.
+        Parameters
+        ----------
+        path : a file written by :meth:`save` or ``trade-md simulate`` (energies
+            and temperature inside), or a DCD, XTC, TRR, NetCDF, PDB or HDF5
+            trajectory written by other programs (positions in nm once read).
+        system : the molecule; the file's atoms (names, elements, residues)
+            must match it.  It computes the energies (kJ/mol, OpenMM) of files
+            that hold none, and stands in for ``top`` when that is not given.
+        top : topology for formats without one (DCD, XTC, TRR, NetCDF): a PDB
+            file or an ``mdtraj.Topology``.
+        temperature : K; required for files that do not record it, checked
+            against the files that do.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` (or ``top``) does not exist.
+        ValueError
+            One line naming ``path``: a damaged or foreign file, generated
+            samples instead of MD, another molecule (the first differing
+            atom), no temperature, a temperature other than the file's, no
+            energies and no system to compute them.
         """
+        if temperature is not None:
+            check_temperature(temperature)
+            temperature = float(temperature)
+        if not is_trade_md_file(path):
+            traj = read_frames(path, top if top is not None else (None if system is None else system.topology))
+            if temperature is None:
+                raise ValueError(f"{path} records no temperature: give temperature= in K (--temperature)")
+            return cls.from_mdtraj(traj, temperature, system=system, source=str(path))
         f = read_kind(path, "reference", None if system is None else system.topology,
                       unmarked="reference")  # files written before kinds existed
         if "temperature" not in f.metadata:
             raise ValueError(f"{path} has no temperature in its metadata")
+        if temperature is not None and abs(temperature - f.metadata["temperature"]) > 1e-6:
+            raise ValueError(f"{path} holds MD at {f.metadata['temperature']:g} K, not at the {temperature:g} K given")
         if f.potential_energy is None:
             raise ValueError(f"{path} has no potential energies")
+        if top is not None:
+            check_same_molecule(read_topology(top), f.topology, what=str(path))
         meta = {k: v for k, v in f.metadata.items() if k not in ("temperature", "kind")}
         return cls(f.xyz, f.potential_energy, f.metadata["temperature"], f.time, f.topology, meta)
+
+    @classmethod
+    def from_mdtraj(cls, traj: mdtraj.Trajectory, temperature: float, system: Optional[MolecularSystem] = None,
+                    energies: Optional[np.ndarray] = None, source: str = "the trajectory") -> "ReferenceData":
+        """Reference data from an ``mdtraj.Trajectory`` (positions nm, time ps) at ``temperature`` (K).
+
+        ``energies`` ``(n_frames,)`` kJ/mol, or None to compute them with
+        OpenMM for ``system``; the trajectory's atoms must match ``system``
+        (names, elements, residues).  ``source`` names the data in messages
+        and in :attr:`metadata`.  Every frame must have a finite energy (a
+        clash means the atoms are not this molecule's, or not in its order).
+        """
+        check_temperature(temperature)
+        if system is not None:
+            check_same_molecule(system.topology, traj.topology, what=source)
+        meta = {"source": source}
+        if energies is None:
+            if system is None:
+                raise ValueError(f"{source} has no potential energies: give the system (--model) to compute them")
+            energies = OpenMMEnergy(system).energy(np.asarray(traj.xyz, dtype=np.float64))
+            meta["energies"] = f"computed with OpenMM for {system.name}"
+        energies = np.asarray(energies, dtype=np.float64)
+        bad = np.nonzero(~np.isfinite(energies))[0]
+        if len(bad):
+            raise ValueError(f"{source}: {len(bad)} of {len(energies)} frames have no finite energy (first: frame "
+                             f"{bad[0]}); are the atoms this molecule's, in its order, in nm?")
+        return cls(traj.xyz, energies, temperature, np.asarray(traj.time, dtype=np.float64), traj.topology, meta)
 
     def to_mdtraj(self) -> mdtraj.Trajectory:
         """An ``mdtraj.Trajectory`` of the frames (time in ps)."""

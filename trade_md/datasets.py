@@ -56,23 +56,18 @@ def path(name: str) -> Path:
     return file
 
 
-def resolve(value: Union[str, os.PathLike], what: str, kind: str) -> Path:
-    """``value`` as a file: an existing file as it is, else the shipped file of that name.
+def resolve(value: Union[str, os.PathLike], kind: str) -> Path:
+    """``value`` as a file: the shipped file of that name when no such file exists, else ``value`` itself.
 
     Parameters
     ----------
     value : a file path or a shipped name of ``kind``.
-    what : the file's role in messages, e.g. ``"model file"``.
     kind : ``"model"`` or ``"reference"``.
 
-    Raises
-    ------
-    FileNotFoundError
-        ``"<what> not found: <value>"`` with the shipped names of ``kind``.
+    A missing file that is no shipped name comes back unchanged, for the
+    reader to report as missing.
     """
     candidate = Path(value)
-    if candidate.exists():
-        return candidate
-    if str(value) in names(kind):
+    if not candidate.exists() and str(value) in names(kind):
         return path(str(value))
-    raise FileNotFoundError(f"{what} not found: {value} (shipped {kind}s: {', '.join(names(kind))})")
+    return candidate

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -43,9 +44,11 @@ from .coordinates import InternalCoordinates, ZMatrix
 from .density import ConditionLike
 from .energy import OpenMMEnergy
 from .flows import ConditionalFlow, ConditionedFlow, FlowConfig
+from .provenance import ModelRecord, OutOfRangeWarning, current_versions
 from .system import ConstrainedBonds, MolecularSystem
 from .targets import BoltzmannTarget
-from .trajectory import TrajectoryFile, check_same_molecule, read_kind, write_trajectory
+from .trajectory import (TrajectoryFile, check_same_molecule, file_sha256, read_frames, read_kind, read_sidecar,
+                         sidecar_path, write_frames, write_sidecar, write_trajectory)
 from .units import check_temperature
 from .zmatrix import DEFAULT_TORSION_STYLE
 from .weights import kish_ess, relative_ess, self_normalized_weights
@@ -58,6 +61,12 @@ _FORMAT_VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file is missing pieces, corrupt, or does not match."""
+
+
+_HDF5 = (".h5", ".hdf5")
+#: side-car columns of samples in other formats: attribute of Samples -> column name (with unit)
+_SIDECAR_COLUMNS = {"temperature": "temperature_K", "log_weights": "log_weight", "energies": "energy_kJ_per_mol",
+                    "log_prob": "log_prob"}
 
 
 # --------------------------------------------------------------------------- samples
@@ -147,37 +156,81 @@ class Samples:
         return mdtraj.Trajectory(self.xyz, self.topology)
 
     def save(self, path: Union[str, os.PathLike], overwrite: bool = False) -> None:
-        """Write an mdtraj-readable HDF5 file (atomically) with log p, log weights, energies, T.
+        """Write the samples atomically, in the format of ``path``'s suffix.
 
-        Refuses to replace an existing ``path`` (FileExistsError) unless ``overwrite=True``.
+        ``.h5`` / ``.hdf5``: one mdtraj-readable HDF5 file with everything
+        (positions nm, energies kJ/mol, log p, log weights, temperatures K).
+        ``.dcd``, ``.xtc``, ``.trr``, ``.nc``, ``.pdb``: the positions, plus the
+        side-car :func:`~trade_md.trajectory.sidecar_path` (``<stem>.weights.csv``) holding per frame
+        the temperature (K), log weight, energy (kJ/mol) and model log-density,
+        and the SHA-256 of the frames file it belongs to.  Refuses to replace
+        an existing file (FileExistsError) unless ``overwrite=True``.
         """
-        arrays = {"log_prob": self.log_prob, "temperature": self.temperature}
-        if self.log_weights is not None:
-            arrays["log_weights"] = self.log_weights
+        path = Path(path)
         meta = dict(self.metadata, kind="samples")
-        write_trajectory(path, TrajectoryFile(self.xyz, self.topology, np.arange(len(self), dtype=np.float64),
-                                              self.energies, arrays, meta), overwrite=overwrite)
+        if path.suffix.lower() in _HDF5:
+            arrays = {"log_prob": self.log_prob, "temperature": self.temperature}
+            if self.log_weights is not None:
+                arrays["log_weights"] = self.log_weights
+            write_trajectory(path, TrajectoryFile(self.xyz, self.topology, np.arange(len(self), dtype=np.float64),
+                                                  self.energies, arrays, meta), overwrite=overwrite)
+            return
+        sidecar = sidecar_path(path)
+        for p in (path, sidecar):
+            if p.exists() and not overwrite:
+                raise FileExistsError(f"{p} exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
+        write_frames(path, self.xyz, self.topology)
+        columns = {column: getattr(self, name) for name, column in _SIDECAR_COLUMNS.items()
+                   if getattr(self, name) is not None}
+        write_sidecar(sidecar, columns, {"frames_file": path.name, "frames_sha256": file_sha256(path),
+                                         "n_frames": len(self), "metadata": meta})
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], system: Optional[MolecularSystem] = None) -> "Samples":
+    def load(cls, path: Union[str, os.PathLike], system: Optional[MolecularSystem] = None,
+             top: Optional[Union[str, os.PathLike, mdtraj.Topology]] = None) -> "Samples":
         """Read a file written by :meth:`save` (checks the molecule against ``system`` if given).
+
+        Formats other than HDF5 need their side-car ``<stem>.weights.csv``;
+        DCD, XTC, TRR and NetCDF also a topology: ``top`` (PDB file or
+        ``mdtraj.Topology``), else the topology of ``system``.
 
         Raises
         ------
         FileNotFoundError
-            If ``path`` does not exist.
+            If ``path`` or its side-car does not exist.
         ValueError
             Naming ``path``: a damaged or foreign file
             (:class:`~trade_md.trajectory.TrajectoryFileError`), an MD
-            reference instead of samples, another molecule, missing arrays.
+            reference instead of samples, another molecule, missing arrays,
+            a side-car written for other frames.
         """
-        f = read_kind(path, "samples", None if system is None else system.topology)
-        for key in ("log_prob", "temperature"):
-            if key not in f.arrays:
-                raise ValueError(f"{path} lacks the per-sample {key!r} array")
-        meta = {k: v for k, v in f.metadata.items() if k != "kind"}
-        return cls(f.xyz, f.arrays["log_prob"], f.arrays["temperature"], f.topology, f.potential_energy,
-                   f.arrays.get("log_weights"), meta)
+        path = Path(path)
+        if path.suffix.lower() in _HDF5:
+            f = read_kind(path, "samples", None if system is None else system.topology)
+            for key in ("log_prob", "temperature"):
+                if key not in f.arrays:
+                    raise ValueError(f"{path} lacks the per-sample {key!r} array")
+            meta = {k: v for k, v in f.metadata.items() if k != "kind"}
+            return cls(f.xyz, f.arrays["log_prob"], f.arrays["temperature"], f.topology, f.potential_energy,
+                       f.arrays.get("log_weights"), meta)
+        sidecar = sidecar_path(path)
+        if path.is_file() and not sidecar.is_file():
+            raise FileNotFoundError(f"{path} has no side-car {sidecar} with its weights (written beside it by "
+                                    "'trade-md sample')")
+        traj = read_frames(path, top if top is not None else (None if system is None else system.topology))
+        columns, info = read_sidecar(sidecar)
+        if info.get("frames_sha256") != file_sha256(path):
+            raise ValueError(f"{sidecar} does not belong to {path}: it was written for other frames (SHA-256 differs)")
+        missing = [c for c in ("temperature_K", "log_prob") if c not in columns]
+        if missing:
+            raise ValueError(f"{sidecar} lacks the column(s) {', '.join(missing)}")
+        if len(traj) != len(columns["log_prob"]):
+            raise ValueError(f"{sidecar} has {len(columns['log_prob'])} rows for the {len(traj)} frames of {path}")
+        if system is not None:
+            check_same_molecule(system.topology, traj.topology, what=str(path))
+        meta = {k: v for k, v in dict(info.get("metadata", {})).items() if k != "kind"}
+        return cls(traj.xyz, columns["log_prob"], columns["temperature_K"], traj.topology,
+                   columns.get("energy_kJ_per_mol"), columns.get("log_weight"), meta)
 
 
 # --------------------------------------------------------------------------- model
@@ -253,20 +306,34 @@ class BoltzmannGenerator(nn.Module):
     system : MolecularSystem, optional
         Needed for the default target, for the topology of samples and for
         saving.
+    record : ModelRecord, optional
+        How the model was made (trained temperature range, data, versions),
+        saved with it; :meth:`sample` warns outside the trained range.
     """
 
     def __init__(self, density: CartesianFlow, target: Optional[BoltzmannTarget] = None,
-                 system: Optional[MolecularSystem] = None) -> None:
+                 system: Optional[MolecularSystem] = None, record: Optional[ModelRecord] = None) -> None:
         super().__init__()
         self.density = density
         self.system = system
         self._target = target
+        self.record = record if record is not None else ModelRecord()
 
     def __repr__(self) -> str:
-        """One line: molecule, atoms, modelled dimensions, T0 (nn.Module would print every layer)."""
+        """One line: molecule, atoms, modelled dimensions, T0, trained range (nn.Module would print every layer)."""
         name = "?" if self.system is None else self.system.name
+        rng = self.record.temperature_range
+        trained = "" if rng is None else f", trained {rng[0]:g}-{rng[1]:g} K"
         return (f"BoltzmannGenerator(system={name!r}, n_atoms={self.density.ic.n_atoms}, "
-                f"dims={self.density.ic.dim}, T0={self.density.reference_temperature:g} K)")
+                f"dims={self.density.ic.dim}, T0={self.density.reference_temperature:g} K{trained})")
+
+    def describe(self) -> str:
+        """Several lines: the molecule, its size, T0 and the :class:`ModelRecord` (``trade-md info``)."""
+        name = "unknown" if self.system is None else self.system.name
+        head = [f"system: {name} ({self.ic.n_atoms} atoms, {self.ic.dim} modelled coordinates)",
+                f"reference temperature T0: {self.reference_temperature:g} K",
+                f"parameters: {sum(p.numel() for p in self.parameters())}"]
+        return "\n".join(head + self.record.lines())
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -283,7 +350,14 @@ class BoltzmannGenerator(nn.Module):
         reference_frames : (n, n_atoms, 3) nm, optional MD frames; if given, the
             bond/angle scaling half-widths are 1.5x the largest deviation from
             the reference structure seen in them (at least the defaults' 40 %),
-            so that the flow's [0, 1] domain is used efficiently.
+            so that the flow's [0, 1] domain is used efficiently. Torsions that
+            place an atom against a sibling (``a-b-c-d`` with ``d`` bonded to
+            ``b``: set by the geometry around ``b``, they cannot rotate) are
+            modelled on [0, 1] as well (``"narrow_torsion"``), with half-width
+            1.5x their largest deviation from their circular mean, if that is
+            below :data:`NARROW_TORSION_LIMIT`. Torsions about a bond stay
+            circular whatever the frames show (short data would not tell a
+            slow rotation from none).
         flow : FlowConfig or mapping of its fields.
         bond_halfwidth, angle_halfwidth : explicit half-widths (nm, rad).
         torsion_style : ``"relative"`` (the default,
@@ -387,12 +461,27 @@ class BoltzmannGenerator(nn.Module):
         u = np.concatenate(us) if energies else None
         log_w = (-units.reduced_energy(u, temps) - log_p) if energies else None
         topology = self.system.topology if self.system is not None else _anonymous_topology(self.ic.n_atoms)
-        return Samples(xyz, log_p, temps, topology, u, log_w,
-                       {"reference_temperature": self.reference_temperature})
+        samples = Samples(xyz, log_p, temps, topology, u, log_w, {"reference_temperature": self.reference_temperature})
+        for t in sorted(t for t in set(temps.tolist()) if not self.record.covers(t)):
+            low, high = self.record.temperature_range
+            at = samples.select(temps == t)
+            if not energies:
+                ess = "relative ESS unknown (sampled without energies)"
+            elif np.isfinite(at.log_weights).any():
+                ess = f"relative ESS of these {len(at)} samples: {at.relative_ess():.2%}"
+            else:
+                ess = f"none of these {len(at)} samples has a finite weight"
+            warnings.warn(f"{t:g} K is outside the temperature range {low:g}-{high:g} K this model was trained for; "
+                          f"{ess}", OutOfRangeWarning, stacklevel=3)  # past no_grad's wrapper
+        return samples
 
     # -------------------------------------------------------------- save/load
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write configuration + weights (+ the molecular system) to one file, atomically."""
+        """Write configuration + weights + the molecular system + :attr:`record` to one file, atomically.
+
+        The record's versions are those of this installation unless it holds
+        some already (a loaded model keeps the versions that made it).
+        """
         if self.system is None:
             raise ValueError("saving needs a generator built with a MolecularSystem")
         z = self.ic.zmatrix
@@ -406,6 +495,7 @@ class BoltzmannGenerator(nn.Module):
             "flow_config": to_dict(self.flow.config),
             "kinds": list(self.ic.kinds),
             "system": self.system.to_state(),
+            "record": to_dict(dataclasses.replace(self.record, versions=self.record.versions or current_versions())),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
         with atomic_path(path) as tmp:
@@ -445,7 +535,7 @@ class BoltzmannGenerator(nn.Module):
             flow = ConditionalFlow(state["kinds"], context_dim=1,
                                    config=from_dict(FlowConfig, state["flow_config"], where="flow_config."))
             density = CartesianFlow(ic, flow, state["reference_temperature"], ic_options=state["ic_options"])
-            model = cls(density, _energy_target(energy), system)
+            model = cls(density, _energy_target(energy), system, _record(state, path))
             model.load_state_dict(state["state_dict"])
         except KeyError as err:
             raise ModelFileError(f"{path} lacks the entry {err}") from err
@@ -454,23 +544,46 @@ class BoltzmannGenerator(nn.Module):
         return model
 
 
+def _record(state: dict, path: Path) -> ModelRecord:
+    """The file's :class:`ModelRecord`; for files from before records, what they say (trade_md's version)."""
+    if "record" not in state:
+        return ModelRecord(versions={"trade_md": state.get("trade_md_version")},
+                           note="saved before model files recorded their training range, data and versions")
+    try:
+        return from_dict(ModelRecord, state["record"], where="record.")
+    except ValueError as err:
+        raise ModelFileError(f"{path} has a damaged model record: {err}") from err
+
+
 def _energy_target(energy: Optional[OpenMMEnergy]) -> Optional[BoltzmannTarget]:
     """The Boltzmann target of ``energy`` (None: the generator makes one from its system when needed)."""
     return None if energy is None else BoltzmannTarget(energy.energy)
 
 
+#: Torsions whose scaled spread (1.5x the largest deviation from their circular
+#: mean in the reference frames, radians) is below this are modelled on [0, 1];
+#: the margin to the cut opposite the mean is then at least pi - 2/1.5 = 1.8 rad.
+NARROW_TORSION_LIMIT = 2.0
+
+
 def _halfwidths_from_frames(zmatrix: ZMatrix, system: MolecularSystem, frames: np.ndarray) -> dict:
-    """Per-coordinate half-widths: 1.5x the largest deviation from the reference in ``frames``."""
+    """Per-coordinate half-widths: 1.5x the largest deviation seen in ``frames``, from the
+    reference structure (bonds, angles) or from the circular mean (sibling torsions;
+    those above :data:`NARROW_TORSION_LIMIT` and all torsions about a bond stay
+    circular: half-width pi)."""
     if frames.ndim != 3 or frames.shape[1:] != (system.n_atoms, 3):
         raise ValueError(f"reference_frames must have shape (n, {system.n_atoms}, 3) nm, got {frames.shape}")
     probe = InternalCoordinates(zmatrix, system)
-    b, a, _ = probe._raw(torch.as_tensor(frames, dtype=torch.float64))
-    b0, a0, _ = probe._raw(torch.as_tensor(system.reference_xyz, dtype=torch.float64)[None])
-    dev_b = (b - b0).abs().amax(0).numpy()
-    dev_a = (a - a0).abs().amax(0).numpy()
-    bond = np.clip(1.5 * dev_b, 0.02, 0.9 * b0[0].numpy())
-    angle = np.clip(1.5 * dev_a, 0.4, np.pi / 2)
-    return {"bond_halfwidth": bond, "angle_halfwidth": angle}
+    b, a, t = (v.numpy() for v in probe._raw(torch.as_tensor(frames, dtype=torch.float64)))
+    b0, a0, _ = (v[0].numpy() for v in probe._raw(torch.as_tensor(system.reference_xyz, dtype=torch.float64)[None]))
+    bond = np.clip(1.5 * np.abs(b - b0).max(0), 0.02, 0.9 * b0)
+    angle = np.clip(1.5 * np.abs(a - a0).max(0), 0.4, np.pi / 2)
+    center = np.arctan2(np.sin(t).mean(0), np.cos(t).mean(0))
+    dev_t = np.abs(np.angle(np.exp(1j * (t - center)))).max(0)
+    bonded = {frozenset(pair) for pair in zmatrix.bonds.tolist()}
+    sibling = np.array([frozenset((q[1], q[3])) in bonded for q in zmatrix.torsions.tolist()], dtype=bool)
+    torsion = np.where(sibling & (1.5 * dev_t < NARROW_TORSION_LIMIT), np.maximum(1.5 * dev_t, 0.4), np.pi)
+    return {"bond_halfwidth": bond, "angle_halfwidth": angle, "torsion_halfwidth": torsion, "torsion_center": center}
 
 
 def _anonymous_topology(n_atoms: int) -> mdtraj.Topology:

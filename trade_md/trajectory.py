@@ -6,6 +6,11 @@ mdtraj's ``potentialEnergy`` field.  trade_md adds a ``/trade_md`` group
 holding further per-frame arrays (e.g. model log-density, log importance
 weights) and a JSON metadata attribute (temperature in K, run settings).
 Files are written atomically (temporary file, then rename).
+
+Other trajectory formats (DCD, XTC, TRR, AMBER NetCDF, PDB, foreign HDF5)
+are read and written through mdtraj (:func:`read_frames`,
+:func:`write_frames`); per-frame values travel beside them in a CSV side-car
+(:func:`write_sidecar`).
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from ._io import atomic_path
 
 __all__ = [
     "TrajectoryFile", "TrajectoryFileError", "write_trajectory", "read_trajectory", "read_kind",
-    "check_same_molecule", "atom_signature",
+    "check_same_molecule", "atom_signature", "FRAME_FORMATS", "is_trade_md_file", "read_topology", "read_frames", "write_frames",
+    "sidecar_path", "write_sidecar", "read_sidecar", "file_sha256",
 ]
 
 _GROUP = "trade_md"
@@ -37,23 +43,29 @@ class TrajectoryFileError(ValueError):
 
 
 def atom_signature(topology: mdtraj.Topology) -> list[str]:
-    """Per-atom ``RESNAMEresSeq-ATOMNAME-element`` strings used to compare molecules."""
+    """Per-atom ``RESNAME<position>-ATOMNAME-element`` strings used to compare molecules.
+
+    Residues are numbered by their position (1, 2, ...), not by the file's
+    residue numbers, so a renumbered copy of the same molecule matches.
+    """
     out = []
     for a in topology.atoms:
         el = a.element.symbol if a.element is not None else "?"
-        out.append(f"{a.residue.name}{a.residue.resSeq}-{a.name}-{el}")
+        out.append(f"{a.residue.name}{a.residue.index + 1}-{a.name}-{el}")
     return out
 
 
 def check_same_molecule(expected: mdtraj.Topology, found: mdtraj.Topology, what: str = "file") -> None:
-    """Raise ``ValueError`` describing the first differences if the atoms differ."""
+    """Raise ``ValueError`` naming the first differing atom (name, element, residue) if the atoms differ."""
     a, b = atom_signature(expected), atom_signature(found)
     if a == b:
         return
     if len(a) != len(b):
         raise ValueError(f"{what} has {len(b)} atoms but the system has {len(a)}: a different molecule")
-    diffs = [f"atom {i}: expected {x}, found {y}" for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    raise ValueError(f"{what} holds a different molecule ({len(diffs)} atoms differ; " + "; ".join(diffs[:5]) + ")")
+    diffs = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    first = diffs[0]
+    raise ValueError(f"{what} holds a different molecule: atom {first} is {b[first]} there but {a[first]} in the "
+                     f"system (residue-atom name-element; {len(diffs)} of {len(a)} atoms differ)")
 
 
 @dataclass
@@ -245,3 +257,167 @@ def _read(path: Path) -> TrajectoryFile:
             raise TrajectoryFileError(f"{damaged}: {name} has shape {np.shape(arr)}, expected ({n},)")
     return TrajectoryFile(xyz=xyz, topology=topology, time=time, potential_energy=energy,
                           arrays=arrays, metadata=metadata)
+
+
+# ------------------------------------------------------------------ other formats (through mdtraj)
+#: trajectory formats by file suffix: (name, whether the file holds its own topology)
+FRAME_FORMATS = {
+    ".h5": ("HDF5", True), ".hdf5": ("HDF5", True), ".pdb": ("PDB", True),
+    ".dcd": ("DCD", False), ".xtc": ("XTC", False), ".trr": ("TRR", False),
+    ".nc": ("NetCDF", False), ".ncdf": ("NetCDF", False), ".netcdf": ("NetCDF", False),
+}
+
+
+def _format(path: Path) -> tuple[str, bool]:
+    """(name, holds its own topology) of ``path``'s format; ValueError for an unknown suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in FRAME_FORMATS:
+        raise ValueError(f"{path}: unknown trajectory format {suffix or '(no suffix)'!r}; "
+                         f"use one of {', '.join(FRAME_FORMATS)}")
+    return FRAME_FORMATS[suffix]
+
+
+def is_trade_md_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is for :func:`read_trajectory`: an HDF5 file with a ``/trade_md`` group.
+
+    An HDF5-named file that cannot be opened counts as one too, so that
+    :func:`read_trajectory` names the damage; other formats and HDF5 files
+    written by other programs do not.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        return False
+    if not path.is_file():
+        return True  # read_trajectory names the missing file
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tables.open_file(str(path), mode="r") as h5:
+                return f"/{_GROUP}" in h5 or "/coordinates" not in h5
+    except Exception:  # noqa: BLE001 - damaged or not HDF5: read_trajectory says which
+        return True
+
+
+def read_topology(top: str | os.PathLike | mdtraj.Topology) -> mdtraj.Topology:
+    """``top`` itself, or the topology in the file ``top`` (PDB or another format mdtraj reads)."""
+    if isinstance(top, mdtraj.Topology):
+        return top
+    path = Path(top)
+    if not path.is_file():
+        raise FileNotFoundError(f"topology file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mdtraj.load_topology(str(path))
+    except Exception as err:  # noqa: BLE001 - mdtraj's readers raise many kinds
+        raise TrajectoryFileError(f"{path} is not a readable topology: {_reason(err)}") from None
+
+
+def read_frames(path: str | os.PathLike, top: Optional[str | os.PathLike | mdtraj.Topology] = None
+                ) -> mdtraj.Trajectory:
+    """Read any trajectory format of :data:`FRAME_FORMATS` with mdtraj (positions in nm, time in ps).
+
+    Parameters
+    ----------
+    path : the trajectory.
+    top : topology (a PDB or other file mdtraj reads, or an ``mdtraj.Topology``)
+        for formats without one (DCD, XTC, TRR, NetCDF); PDB and HDF5 files use their own.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` or ``top`` does not exist.
+    ValueError
+        One line naming the file: unknown format, no topology for a format
+        that needs one, an unreadable file (:class:`TrajectoryFileError`).
+    """
+    path = Path(path)
+    name, has_topology = _format(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory file not found: {path}")
+    if has_topology:
+        top = None
+    elif top is None:
+        raise ValueError(f"{path} is a {name} file, which holds no topology: give top= (--top) a PDB of the molecule")
+    else:
+        top = read_topology(top)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mdtraj warns about unit cells and PDB details
+            traj = mdtraj.load(str(path), top=top) if top is not None else mdtraj.load(str(path))
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - mdtraj's readers raise many kinds
+        what = "damaged or not an HDF5 trajectory" if name == "HDF5" else f"not a readable {name} trajectory"
+        raise TrajectoryFileError(f"{path} is {what}: {_reason(err)}") from None
+    if traj.n_frames == 0:
+        raise TrajectoryFileError(f"{path} holds no frames")
+    return traj
+
+
+def write_frames(path: str | os.PathLike, xyz: np.ndarray, topology: mdtraj.Topology,
+                 time: Optional[np.ndarray] = None) -> None:
+    """Write positions ``(n, n_atoms, 3)`` nm (and time, ps) atomically in the format of ``path``'s suffix."""
+    path = Path(path)
+    _format(path)
+    traj = mdtraj.Trajectory(np.asarray(xyz, dtype=np.float32), topology, time=time)
+    with atomic_path(path) as tmp:  # the temporary name keeps the suffix, which mdtraj reads the format from
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traj.save(str(tmp))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_SIDECAR_TAG = "# trade_md per-frame values: "
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The per-frame side-car ``<stem>.weights.csv`` of frames saved as ``<stem>.dcd`` (or .xtc, .pdb ...)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".weights.csv")
+
+
+def write_sidecar(path: str | os.PathLike, columns: dict[str, np.ndarray], metadata: dict) -> None:
+    """Write per-frame ``columns`` (each ``(n,)``) as CSV with a first comment line of JSON ``metadata``.
+
+    Values are written with 17 significant digits (float64 round-trips
+    exactly; ``inf``, ``-inf`` and ``nan`` as such); atomically.
+    """
+    names = list(columns)
+    table = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in names])
+    lines = [_SIDECAR_TAG + json.dumps(metadata), ",".join(names)]
+    lines += [",".join(f"{v:.17g}" for v in row) for row in table]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_sidecar(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a file written by :func:`write_sidecar`: ``({column: (n,) float64}, metadata)``.
+
+    Raises FileNotFoundError if it is missing, ValueError naming it if it is not such a file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"side-car file not found: {path}")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if len(lines) < 2 or not lines[0].startswith(_SIDECAR_TAG):
+        raise ValueError(f"{path} is not a trade_md side-car file (its first line must start with {_SIDECAR_TAG!r})")
+    names = lines[1].split(",")
+    try:
+        metadata = json.loads(lines[0][len(_SIDECAR_TAG):])
+        rows = [[float(v) for v in line.split(",")] for line in lines[2:]]
+    except ValueError as err:
+        raise ValueError(f"{path} is damaged: {str(err).splitlines()[0]}") from None
+    bad = next((i for i, row in enumerate(rows) if len(row) != len(names)), None)
+    if bad is not None:
+        raise ValueError(f"{path} is damaged: row {bad + 1} has {len(rows[bad])} values for {len(names)} columns")
+    table = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
+    return {k: table[:, i].copy() for i, k in enumerate(names)}, metadata

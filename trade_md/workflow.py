@@ -8,7 +8,8 @@ stages, so an interrupted workflow resumes where it stopped:
    (``data.simulate_nanoseconds``);
 3. training (``trade_md.train``) of a :class:`BoltzmannGenerator` with the
    Boltzmann target of OpenMM energies; checkpoints in ``OUT/train``;
-4. ``OUT/model.pt``: the best checkpoint by validation NLL at ``T0``;
+4. ``OUT/model.pt``: the best checkpoint by validation NLL at ``T0``, with its
+   record (trained temperature range, training data and its hash, versions);
 5. ``OUT/samples_<T>K.h5`` at every sampling temperature;
 6. ``OUT/report``: metrics.json, report.md and PNGs against the MD references.
 
@@ -50,6 +51,8 @@ from .data import ReferenceData
 from .energy import OpenMMEnergy
 from .flows import FlowConfig
 from .generator import BoltzmannGenerator, Samples
+from .methods import method_class
+from .provenance import ModelRecord
 from .simulate import simulate
 from .system import ALANINE_DIPEPTIDE, DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD, MolecularSystem
 from .targets import BoltzmannTarget
@@ -456,6 +459,8 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
                    train_dir, resume=resume)
     timings["train_s"] = time.perf_counter() - start
     log(result.summary())
+    trained = cfg.transfer.condition_range if method_class(cfg.transfer.method).transfers else (t0, t0)
+    bg.record = ModelRecord(tuple(trained), cfg.transfer.method, str(cfg.data.train), settings["data.train (sha256)"])
     bg.save(model_path)
     stages.set("train", {"status": "done", "fingerprint": fingerprint, "settings": settings})
     return bg, fingerprint
