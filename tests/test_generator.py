@@ -125,6 +125,14 @@ def test_reference_frames_set_scaling_that_covers_md(ala2, ala2_frames):
     bounded = [i for i, k in enumerate(model.ic.kinds) if k != "torsion"]
     assert ic[:, bounded].min() > 0.1 and ic[:, bounded].max() < 0.9
     assert torch.isfinite(model.log_prob(torch.tensor(ala2_frames), 600.0)).all()
+    # torsions about a bond (phi, psi, methyl rotors, omega) stay circular even
+    # when 20 ps of MD barely moves them; placements against a sibling are narrow
+    kinds = np.array(model.ic.kinds)
+    z, bonds = model.ic.zmatrix, {frozenset(b) for b in model.ic.zmatrix.bonds.tolist()}
+    tkinds = kinds[-len(z.torsions):]
+    sibling = np.array([frozenset((q[1], q[3])) in bonds for q in z.torsions.tolist()])
+    assert (tkinds[~sibling] == "torsion").all() and (tkinds[sibling] == "narrow_torsion").all()
+    assert sibling.sum() >= 10
 
 
 def test_bad_inputs(bg):
