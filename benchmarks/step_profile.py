@@ -4,7 +4,7 @@ Builds the model and target as ``trade_md.workflow.run`` does with the
 settings of ``workflows/ala2_quick.yaml`` (trade_grid, batch 256, 256 SNIS
 samples per grid point, refresh every 10 steps, 8 grid points over 250-700 K,
 T0 = 600 K, training frames from ``data/ala2_600K.h5``), loads the shipped
-trained weights ``data/models/ala2_trade.pt`` when they fit (so flow samples
+trained weights (shipped model ``ala2``, ``trade_md/data/models/ala2_trade.pt``) when they fit (so flow samples
 and their energies look like those of a run in progress, not of an identity
 flow), and runs the library's own ``trade_md.train._Trainer.train_step`` past the curriculum
 (full transfer weight, all 8 grid points active). Library functions are
@@ -55,6 +55,7 @@ import trade_md.losses as losses_mod
 import trade_md.methods.boundary as boundary_mod
 import trade_md.methods.trade_grid as trade_grid_mod
 import trade_md.train as train_mod
+from trade_md import datasets
 from trade_md.config import load_yaml
 from trade_md.curriculum import curriculum_steps
 from trade_md.data import ReferenceData
@@ -174,25 +175,23 @@ class Setup:
     weights: str
 
 
-def build(workflow: Path, weights: Path) -> Setup:
-    """What ``trade_md.workflow.run`` builds for training (model, target, data)."""
+def build(workflow: Path, weights: str) -> Setup:
+    """What ``trade_md.workflow.run`` builds for training (model, target, data); the
+    model is the trained one in ``weights`` (a file or shipped name) when it loads."""
     wf = load_yaml(WorkflowConfig, workflow)
     system = MolecularSystem.alanine_dipeptide()
     data = ReferenceData.load(ROOT / wf.data.train, system=system).subsample(wf.data.stride)
     energy = OpenMMEnergy(system, platform=wf.platform, n_workers=wf.energy_workers)
     torch.manual_seed(wf.run.seed)
-    frames = data.xyz[:: max(1, len(data) // 5000)].astype(np.float64) if wf.model.scale_from_data else None
-    bg = BoltzmannGenerator.for_system(system, reference_temperature=data.temperature, reference_frames=frames,
-                                       flow=wf.model.flow, torsion_style=wf.model.torsion_style,
-                                       energy=energy).to(torch.float32)
-    note = "fresh initialization (near-identity flow)"
-    if weights.is_file():
-        try:
-            state = BoltzmannGenerator.load(weights, system=system)
-            bg.load_state_dict(state.state_dict())
-            note = f"trained weights from {weights.relative_to(ROOT)}"
-        except Exception as err:  # noqa: BLE001 - fall back to the fresh model, say so
-            note = f"fresh initialization ({weights.name} did not fit: {err})"
+    try:
+        bg = BoltzmannGenerator.load(datasets.resolve(weights, "model"), system=system, energy=energy)
+        note = f"trained weights of {weights} (its own architecture)"
+    except Exception as err:  # noqa: BLE001 - fall back to the fresh model, say so
+        frames = data.xyz[:: max(1, len(data) // 5000)].astype(np.float64) if wf.model.scale_from_data else None
+        bg = BoltzmannGenerator.for_system(system, reference_temperature=data.temperature, reference_frames=frames,
+                                           flow=wf.model.flow, torsion_style=wf.model.torsion_style, energy=energy)
+        note = f"fresh initialization, near-identity flow ({weights} did not load: {err})"
+    bg = bg.to(torch.float32)
     return Setup(wf, system, energy, bg.density, _training_data(data, wf, torch.float32),
                  _training_data(data, wf, torch.float64), note)
 
@@ -351,7 +350,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--energy-repeats", type=int, default=5)
     parser.add_argument("--workflow", default=str(ROOT / "workflows/ala2_quick.yaml"))
-    parser.add_argument("--weights", default=str(ROOT / "data/models/ala2_trade.pt"))
+    parser.add_argument("--weights", default="ala2", help="model file or shipped model name")
     parser.add_argument("--quick", action="store_true", help="few steps (a smoke test)")
     args = parser.parse_args()
     if args.quick:
@@ -360,7 +359,7 @@ def main() -> None:
     start = time.perf_counter()
     load_start = os.getloadavg()
     torch.set_num_threads(1)
-    setup = build(Path(args.workflow), Path(args.weights))
+    setup = build(Path(args.workflow), args.weights)
     tc = setup.wf.transfer
     print(f"alanine dipeptide, {len(setup.data32.train)} training frames; method {tc.method}, "
           f"batch {setup.wf.optim.batch_size}, {tc.snis_samples} SNIS samples x {tc.grid_size} grid points "
