@@ -198,11 +198,11 @@ def test_no_good_checkpoint_is_an_error_naming_the_files(short_run, tmp_path, da
 
 
 def test_resume_after_the_fallback_equals_an_uninterrupted_run(tmp_path):
-    config = make_config("trade_grid", steps=40, curriculum=10)
+    config = make_config("trade_grid", steps=40, curriculum=10, refresh_every=1)
     config.run.checkpoint_every = 10
     _, full = run(config, tmp_path / "full")
     problem = build_problem(config.problem, config.flow)
-    # dlogq_dc is called once per step after the 10 warm-up steps: die in step 35,
+    # the target is evaluated once per step after the 10 warm-up steps: die in step 35,
     # after the checkpoints of steps 30 (last.pt) and 20 (last.prev.pt)
     with pytest.raises(Crash):
         train(problem.model, CrashingTarget(problem.target, 24), problem.data, config, tmp_path / "killed")

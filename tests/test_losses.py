@@ -260,6 +260,35 @@ def test_grid_and_continuous_losses_run_on_a_flow():
     result.loss.backward()
 
 
+def test_grid_pool_keeps_each_points_samples_and_their_derivatives():
+    """The pool of a grid point holds its refresh's samples, with d/dc log q at that point's condition."""
+    torch.manual_seed(3)
+    model, target = random_flow(), MultiWell(2)
+    grid = ConditionGrid(0.5, 1.5, reference=1.0, size=4, ema=0.9, causality_eps=0.0)
+    active = grid.active(0.5, 1.5)
+    with pytest.raises(RuntimeError, match="refresh"):
+        grid_gradient_loss(model, target, grid, active, 8, GradientLossConfig())
+    grid.refresh(model, target, torch.tensor([1, 3]), 16)
+    assert grid.pooled.tolist() == [False, True, False, True]
+    for k in (1, 3):
+        c = grid.conditions[k].to(torch.float32).expand(16)
+        torch.testing.assert_close(grid.pool_dlogq[k], target.dlogq_dc(grid.pool_x[k], c))
+    # a loss drawn from the pool equals the loss at those points with freshly computed derivatives
+    only = torch.tensor([False, True, False, False])
+    torch.manual_seed(5)
+    pooled = grid_gradient_loss(model, target, grid, only, 8, GradientLossConfig())
+    torch.manual_seed(5)
+    torch.randint(1, (8,))  # the draw of the grid points (one candidate)
+    member = torch.randint(16, (8,))
+    x = grid.pool_x[1, member]
+    c = grid.conditions[1].to(torch.float32).expand(8)
+    fresh = gradient_loss(model, target, x, c, grid.expectation[1].to(c).expand(8), GradientLossConfig())
+    torch.testing.assert_close(pooled.loss, fresh.loss)
+    other = ConditionGrid(0.5, 1.5, reference=1.0, size=4, ema=0.9, causality_eps=0.0)
+    other.load_state_dict(grid.state_dict())
+    assert torch.equal(other.pool_x, grid.pool_x) and other.pooled.tolist() == grid.pooled.tolist()
+
+
 def test_evaluation_points_come_from_the_requested_source():
     model = random_flow()
     c = torch.full((50,), 1.5)
@@ -328,6 +357,7 @@ def test_energy_free_target_is_the_model_density_raised_to_c0_over_c():
 
 def test_snis_at_conditions_groups_samples_by_condition():
     model, target = GaussianTemperatureOracle(), harmonic_target()
-    x, c, estimate = snis_at_conditions(model, target, torch.tensor([0.5, 2.0]), 3000)
+    x, c, dlogq, estimate = snis_at_conditions(model, target, torch.tensor([0.5, 2.0]), 3000)
     assert x.shape == (6000, DIM) and c[:3000].eq(0.5).all() and c[3000:].eq(2.0).all()
+    torch.testing.assert_close(dlogq, target.dlogq_dc(x, c), rtol=0, atol=0)  # the draws' own derivatives
     torch.testing.assert_close(estimate.mean, torch.tensor([DIM / 1.0, DIM / 4.0]), rtol=0.05, atol=0)

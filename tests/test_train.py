@@ -120,29 +120,34 @@ class Crash(Exception):
 
 
 class CrashingTarget:
-    """Delegates to a target and raises after ``calls`` derivative evaluations (a kill mid-run)."""
+    """Delegates to a target and raises after ``calls`` evaluations (a kill mid-run).
+
+    trade_grid evaluates the target once per refresh of its SNIS table (and
+    takes the derivatives at its evaluation points from there): with
+    ``refresh_every=1`` that is once per step after the warm-up.
+    """
 
     def __init__(self, target, calls):
         self.target, self.calls, self.condition = target, calls, target.condition
 
     def evaluate(self, x, c):
+        self.calls -= 1
+        if self.calls < 0:
+            raise Crash("killed")
         return self.target.evaluate(x, c)
 
     def log_q(self, x, c):
         return self.target.log_q(x, c)
 
     def dlogq_dc(self, x, c):
-        self.calls -= 1
-        if self.calls < 0:
-            raise Crash("killed")
         return self.target.dlogq_dc(x, c)
 
 
 def test_killed_run_resumes_exactly(tmp_path):
-    config = make_config("trade_grid", steps=60)
+    config = make_config("trade_grid", steps=60, refresh_every=1)
     _, full = run(config, tmp_path / "full")
     problem = build_problem(config.problem, config.flow)
-    # dlogq_dc is called once per step after the 10 warm-up steps: die in step 45, after the step-40 checkpoint
+    # the target is evaluated once per step after the 10 warm-up steps: die in step 45, after the step-40 checkpoint
     with pytest.raises(Crash):
         train(problem.model, CrashingTarget(problem.target, 34), problem.data, config, tmp_path / "killed")
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["step"] == 40

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ __all__ = [
     "reverse_kl",
     "snis",
     "snis_at_conditions",
+    "SNISDraws",
     "condition_derivative",
     "scale_to_log_condition",
     "soft_clip",
@@ -71,8 +72,11 @@ class GradientLossConfig:
     loss_clip : float
         Per-sample penalties are soft-clipped to ``loss_clip`` the same way.
     evaluation_points : {"samples_c", "samples_c0", "data"}
-        Model samples at the condition of each batch element, model samples at
-        the reference ``c0``, or training data (at ``c0``).
+        Model samples at the condition of each batch element (the methods use
+        the samples drawn for their SNIS estimates there, with the energies
+        already computed: ``trade_continuous`` this step's, ``trade_grid`` those
+        of the last refresh of the grid point), model samples at the reference
+        ``c0``, or training data (at ``c0``).
     evaluation_noise : float
         Standard deviation of Gaussian noise added to the evaluation points
         (units of ``x``; 0 for none).
@@ -254,9 +258,28 @@ def snis(log_weights: Tensor, values: Tensor) -> SNISEstimate:
     )
 
 
-def snis_at_conditions(
-    model: ConditionalDensity, target: Target, conditions: Tensor, n: int
-) -> tuple[Tensor, Tensor, SNISEstimate]:
+class SNISDraws(NamedTuple):
+    """Model samples drawn for SNIS estimates, with their target derivatives.
+
+    Attributes
+    ----------
+    x : (M * n, ...) tensor
+        The detached samples, condition-major (rows ``m*n .. m*n+n-1`` belong to ``conditions[m]``).
+    c : (M * n,) tensor
+        Their conditions.
+    dlogq_dc : (M * n,) tensor
+        ``d/dc log q`` at each sample (from the same energy evaluation).
+    estimate : SNISEstimate
+        Fields of shape (M,).
+    """
+
+    x: Tensor
+    c: Tensor
+    dlogq_dc: Tensor
+    estimate: SNISEstimate
+
+
+def snis_at_conditions(model: ConditionalDensity, target: Target, conditions: Tensor, n: int) -> SNISDraws:
     """Estimate ``E_c[d/dc log q]`` at each condition from ``n`` model samples there.
 
     Parameters
@@ -264,15 +287,6 @@ def snis_at_conditions(
     conditions : (M,) tensor
     n : int
         Samples per condition.
-
-    Returns
-    -------
-    x : (M * n, ...) tensor
-        The detached samples, condition-major (rows ``m*n .. m*n+n-1`` belong to ``conditions[m]``).
-    c : (M * n,) tensor
-        Their conditions.
-    estimate : SNISEstimate
-        Fields of shape (M,).
     """
     c = conditions.repeat_interleave(n)
     with torch.no_grad():
@@ -280,7 +294,7 @@ def snis_at_conditions(
         terms = target.evaluate(x, c)
     m = conditions.shape[0]
     estimate = snis((terms.log_q - log_p).reshape(m, n), terms.dlogq_dc.reshape(m, n))
-    return x.detach(), c, estimate
+    return SNISDraws(x.detach(), c, terms.dlogq_dc.detach(), estimate)
 
 
 # ------------------------------------------------------------------ gradient loss
@@ -352,6 +366,7 @@ def gradient_loss(
     expectation: Tensor,
     config: GradientLossConfig,
     weights: Optional[Tensor] = None,
+    dlogq_dc: Optional[Tensor] = None,
 ) -> GradientLoss:
     """The TRADE gradient loss at evaluation points ``x`` and conditions ``c``.
 
@@ -368,6 +383,9 @@ def gradient_loss(
     config : GradientLossConfig
     weights : (B,) tensor, optional
         Per-sample weights (causality weights).
+    dlogq_dc : (B,) tensor, optional
+        ``d/dc log q`` at ``x`` when already known (e.g. from the SNIS draws
+        the points come from); computed from ``target`` otherwise.
 
     Returns
     -------
@@ -377,7 +395,11 @@ def gradient_loss(
     if tuple(expectation.shape) != (x.shape[0],):
         raise ValueError(f"expectation must have shape ({x.shape[0]},), got {tuple(expectation.shape)}")
     with torch.no_grad():
-        t = scale_to_log_condition(c, target.dlogq_dc(x, c) - expectation)
+        if dlogq_dc is None:
+            dlogq_dc = target.dlogq_dc(x, c)
+        elif tuple(dlogq_dc.shape) != (x.shape[0],):
+            raise ValueError(f"dlogq_dc must have shape ({x.shape[0]},), got {tuple(dlogq_dc.shape)}")
+        t = scale_to_log_condition(c, dlogq_dc - expectation)
         finite_t = torch.isfinite(t)  # before clipping: tanh would turn an infinite energy into the clip value
         t = soft_clip(t, config.target_clip)
     log_p, g = condition_derivative(model, x, c)

@@ -42,7 +42,7 @@ def continuous_gradient_loss(
     ``batch`` evaluation points are spread evenly over ``conditions`` (M,);
     the expectation at each is estimated from ``snis_samples`` new model samples.
     With ``evaluation_points="samples_c"`` the first of those samples are
-    reused as evaluation points.
+    reused as evaluation points, with their energies.
 
     Returns
     -------
@@ -50,15 +50,18 @@ def continuous_gradient_loss(
     """
     m = conditions.shape[0]
     per = max(1, batch // m)
-    samples, _, estimate = snis_at_conditions(model, target, conditions, max(snis_samples, per))
+    draws = snis_at_conditions(model, target, conditions, max(snis_samples, per))
+    estimate = draws.estimate
     c = conditions.repeat_interleave(per)
+    dlogq = None
     if config.evaluation_points == "samples_c":
-        x = samples.reshape(m, -1, *samples.shape[1:])[:, :per].reshape(m * per, *samples.shape[1:])
+        first = torch.arange(per, device=c.device) + (draws.x.shape[0] // m) * torch.arange(m, device=c.device)[:, None]
+        x, dlogq = draws.x[first.flatten()], draws.dlogq_dc[first.flatten()]
         if config.evaluation_noise > 0:
-            x = x + config.evaluation_noise * torch.randn_like(x)
+            x, dlogq = x + config.evaluation_noise * torch.randn_like(x), None
     else:
         x = evaluation_points(config.evaluation_points, model, c, reference, data, config.evaluation_noise)
-    result = gradient_loss(model, target, x, c, estimate.mean.repeat_interleave(per), config)
+    result = gradient_loss(model, target, x, c, estimate.mean.repeat_interleave(per), config, dlogq_dc=dlogq)
     return result, estimate
 
 

@@ -4,7 +4,10 @@ The gradient loss is evaluated at conditions drawn from a log-spaced grid
 over the range; the SNIS estimates of ``E_c[d/dc log q]`` are kept per grid
 point in a table refreshed every ``transfer.refresh_every`` steps (moving
 averages), and each point's loss is weighted by its causality weight, so that
-far conditions are fitted after near ones. The grid is the method's state.
+far conditions are fitted after near ones. The samples of the last refresh,
+with their energies, are kept as the pool of evaluation points
+(``evaluation_points: samples_c``), so a step between refreshes draws no
+samples and computes no energies. The grid is the method's state.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ class ConditionGrid:
 
     The grid is log-spaced over ``[low, high]``. For every point it keeps an
     exponential moving average of the SNIS estimate of ``E_c[d/dc log q]``
-    (refreshed every few steps), its last relative ESS, and an exponential
-    moving average of the gradient loss there. Causality weights are
+    (refreshed every few steps), its last relative ESS, an exponential
+    moving average of the gradient loss there, and the samples of its last
+    refresh with their ``d/dc log q`` (the pool of evaluation points). Causality weights are
     ``exp(-epsilon * sum of the running losses of the points strictly between
     c0 and the point)``, so far conditions are fitted after near ones.
 
@@ -58,6 +62,9 @@ class ConditionGrid:
         self.expectation = torch.full((size,), math.nan, dtype=torch.float64)
         self.ess = torch.zeros(size, dtype=torch.float64)
         self.running_loss = torch.full((size,), math.nan, dtype=torch.float64)
+        self.pool_x: Optional[Tensor] = None  # (K, n, ...) samples of the last refresh, model dtype/device
+        self.pool_dlogq: Optional[Tensor] = None  # (K, n) their d/dc log q
+        self.pooled = torch.zeros(size, dtype=torch.bool)  # grid points whose pool is filled
 
     @property
     def size(self) -> int:
@@ -75,7 +82,16 @@ class ConditionGrid:
             return
         like = model_like(model)
         conditions = self.conditions[points].to(like)
-        _, _, estimate = snis_at_conditions(model, target, conditions, n)
+        draws = snis_at_conditions(model, target, conditions, n)
+        estimate = draws.estimate
+        shape = (points.numel(), n, *draws.x.shape[1:])
+        if self.pool_x is None or tuple(self.pool_x.shape[1:]) != shape[1:] or self.pool_x.dtype != draws.x.dtype:
+            self.pool_x = draws.x.new_zeros((self.size, *shape[1:]))
+            self.pool_dlogq = draws.dlogq_dc.new_zeros((self.size, n))
+            self.pooled[:] = False
+        self.pool_x[points.to(self.pool_x.device)] = draws.x.reshape(shape)
+        self.pool_dlogq[points.to(self.pool_x.device)] = draws.dlogq_dc.reshape(shape[:2])
+        self.pooled[points] = True
         new = estimate.mean.detach().to(torch.float64).cpu()
         old = self.expectation[points]
         fresh = torch.isnan(old)
@@ -103,21 +119,36 @@ class ConditionGrid:
         return weights
 
     def state_dict(self) -> dict:
-        """The table, ESS and running losses (float64 CPU tensors) for checkpoints."""
-        return {
+        """The table, ESS and running losses (float64 CPU tensors) and the pool (CPU) for checkpoints."""
+        state = {
             "conditions": self.conditions.clone(),
             "expectation": self.expectation.clone(),
             "ess": self.ess.clone(),
             "running_loss": self.running_loss.clone(),
+            "pooled": self.pooled.clone(),
         }
+        if self.pool_x is not None:
+            state["pool_x"], state["pool_dlogq"] = self.pool_x.detach().cpu(), self.pool_dlogq.detach().cpu()
+        return state
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` output; the grid's conditions must match."""
+    def load_state_dict(self, state: dict, like: Optional[Tensor] = None) -> None:
+        """Restore :meth:`state_dict` output; the grid's conditions must match.
+
+        ``like``: a tensor whose device the pool moves to. A state without a
+        pool (older checkpoints) leaves it empty: the next step refreshes.
+        """
         if not torch.allclose(state["conditions"], self.conditions):
             raise ValueError("the saved grid has different conditions than this one")
         self.expectation = state["expectation"].clone()
         self.ess = state["ess"].clone()
         self.running_loss = state["running_loss"].clone()
+        if "pool_x" in state:
+            device = None if like is None else like.device
+            self.pool_x, self.pool_dlogq = state["pool_x"].to(device), state["pool_dlogq"].to(device)
+            self.pooled = state["pooled"].clone()
+        else:
+            self.pool_x = self.pool_dlogq = None
+            self.pooled = torch.zeros(self.size, dtype=torch.bool)
 
 
 def grid_gradient_loss(
@@ -133,7 +164,9 @@ def grid_gradient_loss(
 
     Each of the ``batch`` elements draws an active grid point uniformly; its
     expectation comes from the table and its weight is the point's causality
-    weight. The running losses of the grid are updated.
+    weight; with ``evaluation_points="samples_c"`` its point is drawn from the
+    pool of that grid point (which must be filled), energies included. The
+    running losses of the grid are updated.
 
     Parameters
     ----------
@@ -144,10 +177,20 @@ def grid_gradient_loss(
     candidates = torch.nonzero(active).flatten()
     index = candidates[torch.randint(candidates.numel(), (batch,))]
     c = grid.conditions[index].to(like)
-    x = evaluation_points(config.evaluation_points, model, c, grid.reference, data, config.evaluation_noise)
+    dlogq = None
+    if config.evaluation_points == "samples_c":
+        if grid.pool_x is None or not bool(grid.pooled[index].all()):
+            raise RuntimeError("grid_gradient_loss: refresh the active grid points before drawing from their pool")
+        member = torch.randint(grid.pool_x.shape[1], (batch,))
+        at = (index.to(grid.pool_x.device), member.to(grid.pool_x.device))
+        x, dlogq = grid.pool_x[at], grid.pool_dlogq[at]
+        if config.evaluation_noise > 0:
+            x, dlogq = x + config.evaluation_noise * torch.randn_like(x), None
+    else:
+        x = evaluation_points(config.evaluation_points, model, c, grid.reference, data, config.evaluation_noise)
     expectation = grid.expectation[index].to(c)
     weights = grid.causality_weights()[index].to(c)
-    result = gradient_loss(model, target, x, c, expectation, config, weights)
+    result = gradient_loss(model, target, x, c, expectation, config, weights, dlogq_dc=dlogq)
     grid.record_losses(index, result.per_sample, result.valid)
     return result
 
@@ -200,7 +243,7 @@ class TradeGrid(TrainingMethod):
         active = grid.active(low, high)
         if not bool(active.any()):
             return None
-        stale = active & (torch.isnan(grid.expectation) | (step % tc.refresh_every == 0))
+        stale = active & (torch.isnan(grid.expectation) | ~grid.pooled | (step % tc.refresh_every == 0))
         grid.refresh(s.model, self.target, torch.nonzero(stale).flatten(), tc.snis_samples)
         result = grid_gradient_loss(s.model, self.target, grid, active, s.batch_size, tc.gradient, s.train_x)
         logs = dict(zip(self.columns(), grid.ess.tolist() + grid.running_loss.tolist(), strict=True))
@@ -210,4 +253,4 @@ class TradeGrid(TrainingMethod):
         return self.grid.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.grid.load_state_dict(state)
+        self.grid.load_state_dict(state, like=model_like(self.setup.model))
