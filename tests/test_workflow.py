@@ -97,9 +97,9 @@ def test_rerun_redoes_exactly_the_stages_whose_settings_changed(tmp_path, md_dir
     rerun()
     first = outputs(run)
     # runtime-only keys redo nothing, and workflow.yaml keeps describing the outputs
-    out = rerun(platform="Reference", energy_workers=2).out
+    out = rerun(platform="Reference", energy_workers=2, device="cpu").out
     assert "up to date: skipping training" in out and outputs(run) == first
-    assert saved()["platform"] is None and saved()["energy_workers"] == 1
+    assert saved()["platform"] is None and saved()["energy_workers"] == 1 and saved()["device"] == "auto"
     # sample section: samples and report are redone, the model is kept
     out = rerun(sample__n=40).out
     assert "sample changed (sample.n: 32 -> 40): redoing the samples at 450 K" in out

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import validators
+from .devices import check_device, resolve_device
 
 __all__ = ["main"]
 
@@ -93,6 +94,7 @@ def _checked(check: Callable[[str, object], object], name: str = "value",
 
 
 _positive_int = _checked(validators.positive_int)
+_device = _checked(check_device, "--device", str)
 _temperature_list = _checked(_temperatures, "temperatures", _numbers)
 
 
@@ -159,7 +161,7 @@ def _cmd_sample(args) -> int:
     if out.suffix.lower() not in (".h5", ".hdf5"):
         _check_output_file(sidecar_path(out), args.overwrite)
     torch.set_num_threads(args.threads)
-    model = _load_model(args.model)
+    model = _load_model(args.model).to(resolve_device(args.device, "--device"))
     temps = args.temperature
     if len(temps) == 1:
         temperature = temps[0]
@@ -218,7 +220,7 @@ def _cmd_evaluate(args) -> int:
         raise ValueError(f"--temperature gives {len(temperatures)} temperatures for {len(args.reference)} "
                          "--reference files: give one per reference, in the same order")
     torch.set_num_threads(args.threads)
-    model = _load_model(args.model) if args.model else None
+    model = _load_model(args.model).to(resolve_device(args.device, "--device")) if args.model else None
     system = model.system if model is not None else None
     samples = []
     for path in args.samples:
@@ -240,7 +242,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_run(args) -> int:
     from .workflow import run_workflow
 
-    run_workflow(args.workflow, out_dir=args.out)
+    run_workflow(args.workflow, out_dir=args.out, device=args.device)
     return 0
 
 
@@ -253,8 +255,11 @@ def _cmd_train(args) -> int:
     if isinstance(sections, dict) and ("system" in sections or "data" in sections):
         from .workflow import run_workflow  # a molecular workflow: its stages resume by themselves
 
-        run_workflow(args.config, out_dir=args.out)
+        run_workflow(args.config, out_dir=args.out, device=args.device)
         return 0
+    if args.device not in (None, "cpu"):  # trade_md.testsystems builds its models on the CPU
+        raise ValueError(f"--device {args.device}: toy problems train on the CPU; --device applies to molecular "
+                         "workflows (a configuration with a system or data section)")
     from .config import load_yaml
     from .testsystems import ToyRunConfig, train_from_config
 
@@ -309,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-energies", action="store_true", help="skip OpenMM energies and importance weights")
     p.add_argument("--seed", type=int, default=0, help="random seed of the samples (default: 0)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="where the model samples: auto (CUDA if present), cpu, cuda, cuda:N (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_sample)
 
@@ -327,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and to compute the energies of references that hold none")
     p.add_argument("--training-temperature", type=_checked(validators.temperature), help="marked in the plots (K)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="where the --model runs: auto (CUDA if present), cpu, cuda, cuda:N (default: %(default)s)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("info", help="what a model file records: system, T0, trained range, data, versions")
@@ -337,11 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML configuration (unknown keys are errors)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--out", help="output folder (default: from the configuration)")
+    p.add_argument("--device", type=_device, help="where a molecular workflow's model trains: auto, cpu, cuda, "
+                                                  "cuda:N (default: the workflow's device, itself auto by default)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("run", help="run or resume a complete workflow (simulate/train/sample/evaluate)")
     p.add_argument("workflow", help="workflow YAML file, e.g. workflows/ala2_quick.yaml")
     p.add_argument("--out", help="output folder (default: out_dir of the workflow)")
+    p.add_argument("--device", type=_device, help="where the model trains and samples: auto, cpu, cuda, cuda:N "
+                                                  "(default: the workflow's device, itself auto by default)")
     p.set_defaults(func=_cmd_run)
     return parser
 

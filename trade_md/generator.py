@@ -507,7 +507,8 @@ class BoltzmannGenerator(nn.Module):
         """Read a file written by :meth:`save`; clear errors for missing/corrupt/mismatching files.
 
         ``system`` (checked against the stored molecule) replaces the stored
-        one; ``energy`` is the target's energy (default: OpenMM energies of the system).
+        one; ``energy`` is the target's energy (default: OpenMM energies of the system). The model
+        comes back on the CPU whatever device saved it; ``.to(device)`` moves it.
         """
         path = Path(path)
         if not path.is_file():

@@ -339,7 +339,9 @@ def train(
     if has_checkpoint and not resume:
         raise FileExistsError(f"{out_dir} already holds a training run; pass resume=True or use another folder")
     if resume and has_checkpoint:
-        trainer.load_state_dict(load_checkpoint(checkpoint_path, trainer.like.device))
+        # read onto the host, whatever device wrote it: the RNG states must be CPU tensors and the grid
+        # table lives there; load_state_dict copies the model and optimizer onto the parameters' device
+        trainer.load_state_dict(load_checkpoint(checkpoint_path, "cpu"))
         log = _CsvLog(out_dir / "log.csv", trainer.columns(), trainer.step)
     else:
         torch.manual_seed(config.run.seed)

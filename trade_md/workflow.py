@@ -21,10 +21,10 @@ records what it was made from in ``OUT/stages.json``: the configuration
 sections it depends on and the content hashes of its input files.  A stage is
 skipped when its output exists and its record matches; it is redone, with all
 stages after it, when a setting it depends on changed (the runtime-only keys
-``threads``, ``energy_workers``, ``platform`` and ``run.progress`` never
-count).  An unfinished training run whose settings changed is refused rather
-than resumed with other settings.  ``OUT/workflow.yaml`` is written only
-when a stage is (re)made from it, so it always describes the outputs beside it.
+``threads``, ``energy_workers``, ``platform``, ``device``, ``run.progress``
+never count).  An unfinished training run whose settings changed is refused
+rather than resumed.  ``OUT/workflow.yaml`` is written only when a stage is
+(re)made from it, so it always describes the outputs beside it.
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ from .config import ConfigError, load_yaml, save_yaml, to_dict
 from .checkpoints import previous_checkpoint
 from .curriculum import check_curriculum
 from .data import ReferenceData
+from .devices import check_device, resolve_device
 from .energy import OpenMMEnergy
 from .flows import FlowConfig
 from .generator import BoltzmannGenerator, Samples
@@ -171,13 +172,15 @@ class WorkflowConfig:
 
     ``out_dir`` and ``threads`` are set here only: training writes to
     ``<out_dir>/train`` with ``threads`` torch threads, so ``run.out_dir`` and
-    ``run.threads`` are refused rather than silently replaced.
+    ``run.threads`` are refused rather than silently replaced. The model trains and samples on ``device``
+    (:mod:`trade_md.devices`); OpenMM computes energies on ``platform``.
     """
 
     out_dir: str = "runs/workflow"
     threads: int = 1
     energy_workers: int = 1
     platform: Optional[str] = None
+    device: str = "auto"
     system: SystemSection = field(default_factory=SystemSection)
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -190,6 +193,7 @@ class WorkflowConfig:
     def __post_init__(self) -> None:
         validators.positive_int("threads", self.threads)
         validators.positive_int("energy_workers", self.energy_workers)
+        self.device = check_device("device", self.device)
         for key in ("out_dir", "threads"):  # one setting each: the top-level key
             if getattr(self.run, key) is not None:
                 raise ConfigError(f"run.{key} is not used in a workflow: set the top-level {key} instead "
@@ -219,8 +223,8 @@ def build_system(section: SystemSection) -> MolecularSystem:
 
 # ------------------------------------------------------------------ stage records
 #: Keys that change how a run executes, never what it makes: they never trigger a redo.
-RUNTIME_KEYS = frozenset({"out_dir", "threads", "energy_workers", "platform", "run.progress", "run.threads",
-                          "run.out_dir"})
+RUNTIME_KEYS = frozenset({"out_dir", "threads", "energy_workers", "platform", "device", "run.progress",
+                          "run.threads", "run.out_dir"})
 
 
 #: Data keys that only say how to make (simulate) the data file; training depends on the file's contents.
@@ -414,8 +418,9 @@ def _discard_model_and_after(stages: _Stages) -> None:
 
 
 def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEnergy, data: ReferenceData,
-                 settings: dict, stages: _Stages, timings: dict) -> tuple[BoltzmannGenerator, str]:
-    """``OUT/model.pt``: loaded if its record matches ``settings``, else (re)trained; returns it and its fingerprint."""
+                 settings: dict, stages: _Stages, timings: dict,
+                 device: torch.device) -> tuple[BoltzmannGenerator, str]:
+    """``OUT/model.pt`` on ``device``: loaded if its record matches ``settings``, else trained; and its fingerprint."""
     log, out = stages.log, stages.out
     fingerprint = _fingerprint(settings)
     model_path, train_dir = out / "model.pt", out / "train"
@@ -426,7 +431,7 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
             log(f"{model_path} is up to date: skipping training")
             if record.get("status") != "done":
                 stages.set("train", dict(record, status="done"))
-            return BoltzmannGenerator.load(model_path, system=system, energy=energy), fingerprint
+            return BoltzmannGenerator.load(model_path, system=system, energy=energy).to(device), fingerprint
         if record is None:
             reason = "there is no record of what it was made from"
         else:
@@ -449,11 +454,11 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
     frames = data.xyz[:: max(1, len(data) // 5000)].astype(np.float64) if cfg.model.scale_from_data else None
     bg = BoltzmannGenerator.for_system(system, reference_temperature=t0, reference_frames=frames,
                                        flow=cfg.model.flow, torsion_style=cfg.model.torsion_style,
-                                       energy=energy).to(dtype)
+                                       energy=energy).to(device=device, dtype=dtype)
     train_cfg = TrainConfig(transfer=cfg.transfer, optim=cfg.optim, run=cfg.training_run())
     resume = _has_checkpoint(train_dir)
     log(f"{'resuming the training' if resume else 'training'} on {len(data)} frames at {t0:g} K "
-        f"({cfg.transfer.method}) -> {train_dir}")
+        f"({cfg.transfer.method}, on {device}) -> {train_dir}")
     start = time.perf_counter()
     result = train(bg.density, BoltzmannTarget(energy.energy), _training_data(data, cfg, dtype), train_cfg,
                    train_dir, resume=resume)
@@ -554,11 +559,11 @@ def _has_checkpoint(train_dir: Path) -> bool:
     return last.exists() or previous_checkpoint(last).exists()
 
 
-def run_workflow(path: str | Path, out_dir: Optional[str | Path] = None, log=print) -> dict:
-    """Run (or resume) the workflow described by a YAML file; returns the metrics per temperature."""
+def run_workflow(path: str | Path, out_dir: Optional[str | Path] = None, log=print,
+                 device: Optional[str] = None) -> dict:
+    """Run (or resume) the workflow of a YAML file (``out_dir``, ``device``: replace its own); returns the metrics."""
     cfg = load_yaml(WorkflowConfig, path)
-    if out_dir is not None:
-        cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
+    cfg = dataclasses.replace(cfg, out_dir=str(out_dir or cfg.out_dir), device=device or cfg.device)
     return run(cfg, log=log)
 
 
@@ -571,6 +576,7 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     others redone (see the module docstring).
     """
     torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)  # "cuda" on a machine without one fails here, before any stage
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(cfg, out, log)
@@ -583,7 +589,7 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     for key in _SIMULATION_ONLY:  # what the data file holds counts, by its hash, not how it was made
         train_settings.pop(key)
     train_settings["data.train (sha256)"] = data_hash
-    bg, train_fingerprint = _train_stage(cfg, system, energy, data, train_settings, stages, timings)
+    bg, train_fingerprint = _train_stage(cfg, system, energy, data, train_settings, stages, timings, device)
     sets = _sample_stage(cfg, system, bg, train_fingerprint, stages, timings)
     metrics = _evaluate_stage(cfg, bg, data.temperature, train_fingerprint, sets, references, stages)
     if not (out / "workflow.yaml").exists():  # every stage is up to date with cfg, so cfg describes them
