@@ -10,7 +10,7 @@ import torch
 from trade_md.density import CONDITIONS, ConditionalDensity
 from trade_md.flows import ConditionalFlow, ConditionedFlow, FlowConfig
 from trade_md.generator import BoltzmannGenerator
-from trade_md.testsystems import ScaledBaseFlow
+from trade_md.testsystems import CouplingFlow, ScaledBaseFlow
 
 SMALL = FlowConfig(hidden=(16,), bins=4)
 
@@ -38,6 +38,11 @@ def scaled_base(_):
     return ScaledBaseFlow(ConditionedFlow(_perturbed(flow), reference=1.0)), (0.5, 1.0, 1.5)
 
 
+def coupling(_):
+    flow = ConditionalFlow(["real"] * 4, 1, FlowConfig(schedule=("real/0 | *", "real/1 | *"), hidden=(16,), bins=4))
+    return CouplingFlow(_perturbed(flow), reference=0.27), (0.24, 0.27, 0.305)
+
+
 def cartesian(request):
     torch.manual_seed(0)
     bg = BoltzmannGenerator.for_system(request.getfixturevalue("ala2"), 600.0, flow={"hidden": [16], "bins": 4})
@@ -49,6 +54,7 @@ IMPLEMENTATIONS = {
     "ConditionedFlow(temperature)": conditioned_temperature,
     "ConditionedFlow(beta)": conditioned_beta,
     "ScaledBaseFlow": scaled_base,
+    "CouplingFlow(kappa)": coupling,
     "CartesianFlow": cartesian,
 }
 

@@ -24,6 +24,11 @@ never ``(B, 1)``), finite and > 0:
     ``c = beta``, the power of a tempered density ``q(x)**beta`` (an
     inverse temperature, a likelihood power); the density narrows as
     ``beta`` grows.
+``"kappa"``
+    ``c = kappa``, a coupling (the hopping parameter of a lattice field
+    theory) on which ``log q`` depends linearly; the field's fluctuations grow
+    with ``kappa``. :class:`~trade_md.testsystems.CouplingFlow` is its model
+    (:class:`~trade_md.flows.ConditionedFlow` knows temperature and beta only).
 
 Tensors in, tensors out: dtype and device follow the density's parameters
 (a float ``c`` takes them; a tensor ``x`` or ``c`` must already have them).
@@ -52,8 +57,8 @@ from . import validators
 
 __all__ = ["CONDITIONS", "ConditionLike", "ConditionalDensity", "as_condition", "check_condition", "model_like"]
 
-#: What a condition can be: a temperature ``T`` or a power ``beta`` (see the module docstring).
-CONDITIONS: tuple[str, ...] = ("temperature", "beta")
+#: What a condition can be: a temperature ``T``, a power ``beta`` or a coupling ``kappa`` (see the module docstring).
+CONDITIONS: tuple[str, ...] = ("temperature", "beta", "kappa")
 
 #: A condition value: a float, or a 0-d or ``(B,)`` tensor.
 ConditionLike = Union[float, Tensor]
@@ -65,7 +70,7 @@ class ConditionalDensity(Protocol):
 
     Attributes
     ----------
-    condition : {"temperature", "beta"}
+    condition : {"temperature", "beta", "kappa"}
         What the condition ``c`` is.
     """
 

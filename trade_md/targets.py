@@ -62,7 +62,7 @@ class Target(Protocol):
 
     Attributes
     ----------
-    condition : {"temperature", "beta"}
+    condition : {"temperature", "beta", "kappa"}
         What ``c`` is (see :mod:`trade_md.density`).
     """
 
@@ -188,7 +188,9 @@ def energy_free_target(model: ConditionalDensity, reference: float, condition: s
     condition : {"temperature", "beta"}
     """
 
-    check_condition("condition", condition)
+    if check_condition("condition", condition) not in ("temperature", "beta"):
+        raise ValueError(f"the energy-free target needs condition 'temperature' or 'beta' (a known form of the "
+                         f"dependence of q on c), got {condition!r}")
 
     def model_log_density(x: Tensor) -> Tensor:
         with torch.no_grad():
