@@ -138,6 +138,23 @@ def test_cuda_matches_reference(ala2, ala2_frames):
     assert bridge.energy(x).device.type == "cuda"
 
 
+@pytest.mark.gpu
+def test_concurrent_cuda_contexts_equal_one_context_and_reference(ala2, ala2_frames):
+    """The GPU design (docs/architecture.md): k contexts used concurrently, each exact; 1e-3 relative per frame."""
+    frames = ala2_frames[:64]
+    four = OpenMMEnergy(ala2, platform="CUDA", n_workers=4)
+    try:
+        e4, f4 = four.energy_and_forces(frames)
+    finally:
+        four.close()
+    e1, f1 = OpenMMEnergy(ala2, platform="CUDA").energy_and_forces(frames)
+    e_ref, f_ref = OpenMMEnergy(ala2, platform="Reference").energy_and_forces(frames)
+    for e, f, e_base, f_base in ((e4, f4, e1, f1), (e1, f1, e_ref, f_ref)):
+        assert np.all(np.abs(e - e_base) <= 1e-3 * np.maximum(np.abs(e_base), 1.0))
+        df = np.linalg.norm((f - f_base).reshape(len(f), -1), axis=1)
+        assert np.all(df <= 1e-3 * np.linalg.norm(f_base.reshape(len(f), -1), axis=1))
+
+
 @pytest.mark.parametrize(
     "make, match",
     [

@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--out", help="output folder (default: from the configuration)")
     p.add_argument("--device", type=_device, help="where a molecular workflow's model trains: auto, cpu, cuda, "
-                                                  "cuda:N (default: the workflow's device, itself auto by default)")
+                                                  "cuda:N (default: the workflow's device, itself auto by default; "
+                                                  "toy problems train on the cpu only)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("run", help="run or resume a complete workflow (simulate/train/sample/evaluate)")
