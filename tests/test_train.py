@@ -16,6 +16,7 @@ import yaml
 
 from trade_md.config import ConfigError, load_yaml, save_yaml
 from trade_md.flows import FlowConfig
+from trade_md.losses import GradientLossConfig
 from trade_md.testsystems import (
     ProblemConfig,
     ScaledBaseFlow,
@@ -71,7 +72,7 @@ def run(config, out, target=None, resume=False):
 # the issue's requirement.
 
 
-def transfer_proof(tmp_path, dim, steps, threshold, n_train, hidden, methods=("trade_grid",)):
+def transfer_proof(tmp_path, dim, steps, threshold, n_train, hidden, methods=("trade_grid",), **gradient):
     results = {}
     for method in methods + ("nll",):
         config = make_config(
@@ -83,6 +84,7 @@ def transfer_proof(tmp_path, dim, steps, threshold, n_train, hidden, methods=("t
             hidden=hidden,
             batch=256,
             snis_samples=256,
+            gradient=GradientLossConfig(**gradient),
         )
         config.run.validate_every = 50
         config.run.checkpoint_every = steps
@@ -100,8 +102,9 @@ def transfer_proof(tmp_path, dim, steps, threshold, n_train, hidden, methods=("t
     return results
 
 
-def test_trade_transfers_the_2d_multiwell_from_T1_data_only(tmp_path):
-    transfer_proof(tmp_path, dim=2, steps=800, threshold=0.03, n_train=10000, hidden=(64, 64))
+@pytest.mark.parametrize("derivative", ["autograd", "central_difference"])
+def test_trade_transfers_the_2d_multiwell_from_T1_data_only(tmp_path, derivative):
+    transfer_proof(tmp_path, dim=2, steps=800, threshold=0.03, n_train=10000, hidden=(64, 64), derivative=derivative)
 
 
 @pytest.mark.slow
