@@ -131,3 +131,6 @@ def test_two_moons_calibration_short_version(tmp_path):
         assert [c["condition"] for c in curves] == [0.5, 1.0, 2.0]
         assert all(0 <= c["error"] <= 0.5 for c in curves)
     assert (tmp_path / "out" / "calibration.png").stat().st_size > 1000
+    # running it again resumes the finished trainings: the same models, the same curves
+    again = run_calibration(config, tmp_path / "out")
+    assert again["models"] == results["models"]

@@ -187,7 +187,8 @@ def run_calibration(config: Union[CalibrationRunConfig, str, Path], out_dir: Opt
     config : CalibrationRunConfig or path of its YAML file (strict keys)
         ``problem`` must be a target with an exact sampler at every condition (all toy problems).
     out_dir : path, optional
-        Defaults to ``run.out_dir``; receives ``trade/`` and ``nll/`` (the training runs) and the results.
+        Defaults to ``run.out_dir``; receives ``<method>/`` and ``nll/`` (the training runs, resumed from
+        their checkpoints when the experiment is run again) and the results.
     """
     if not isinstance(config, CalibrationRunConfig):
         config = load_yaml(CalibrationRunConfig, config)
@@ -206,7 +207,7 @@ def run_calibration(config: Union[CalibrationRunConfig, str, Path], out_dir: Opt
     for name, run_config in runs.items():
         t0 = time.perf_counter()
         problem = build_problem(run_config.problem, run_config.flow)
-        train(problem.model, problem.target, problem.data, run_config, folder / name)
+        train(problem.model, problem.target, problem.data, run_config, folder / name, resume=True)
         timing[name] = time.perf_counter() - t0
         models[name] = [coverage_curve(problem.model, problem.target, c, cal.level_values(), cal.n_samples,
                                        cal.seed).to_dict() for c in cal.conditions]

@@ -266,7 +266,8 @@ def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir:
     ----------
     config : Phi4ExperimentConfig or path of its YAML file (strict keys)
     out_dir : path, optional
-        Defaults to ``run.out_dir``; must not hold a previous run's training folders.
+        Defaults to ``run.out_dir``. The Metropolis runs are seeded; the trainings resume from their
+        checkpoints there (an interrupted experiment continues; another configuration is an error).
     progress : bool
         tqdm bars for the Metropolis runs (training follows ``run.progress``).
     """
@@ -291,7 +292,7 @@ def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir:
     for name, run_config in methods.items():
         t0 = time.perf_counter()
         model = build_model(run_config)
-        train(model, target, data, run_config, folder / name)
+        train(model, target, data, run_config, folder / name, resume=True)
         timing[name + "_s"] = time.perf_counter() - t0
         models[name] = [model_observables(model, target, k, ev) for k in ev.kappas]
     results = {
