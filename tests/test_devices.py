@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 import trade_md
 from trade_md.cli import build_parser, main
+from trade_md.config import ConfigError, load_yaml
 from trade_md.devices import check_device, resolve_device
 from trade_md.energy import OpenMMEnergy
 from trade_md.generator import BoltzmannGenerator
@@ -103,8 +104,6 @@ def test_workflows_have_a_device_key(tmp_path):
     assert WorkflowConfig(device="CUDA:1").device == "cuda:1"
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump({"device": "gpu"}))
-    from trade_md.config import ConfigError, load_yaml
-
     with pytest.raises(ConfigError, match="device must be one of auto, cpu, cuda, cuda:N"):
         load_yaml(WorkflowConfig, path)
 
