@@ -89,3 +89,32 @@ def test_missing_model_file(files, capsys):
     assert main(["sample", "--model", str(files / "nope.pt"), "--temperature", "300", "--n", "8",
                  "--out", str(files / "x.h5")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_reference_frames_outside_the_models_support_are_counted_not_fatal(files, ala2):
+    """A reference frame the model gives log p = -inf (outside its coordinate windows) is reported as
+    outside_support; the NLL is over the others; a NaN log-density is an error."""
+    from trade_md.analysis.evaluate import evaluate
+
+    d = files
+    model = BoltzmannGenerator.load(d / "m.pt")
+    ref = ReferenceData.load(d / "md_600.h5")
+    samples = model.sample(64, 600.0)
+    with torch.no_grad():
+        log_p = model.log_prob(torch.as_tensor(ref.xyz, dtype=torch.float64), 600.0)
+    original = model.log_prob
+
+    def holed(x, t):  # the first 10 frames lie outside the support
+        out = original(x, t).clone()
+        if x.shape[0] == len(ref):
+            out[:10] = -np.inf
+        return out
+
+    model.log_prob = holed
+    metrics = evaluate([samples], {600.0: ref}, d / "report_holed", model=model).metrics
+    nll = metrics["600 K"]["nll_md"]
+    assert nll["outside_support"] == pytest.approx(0.1)
+    assert nll["value"] == pytest.approx(-float(log_p[10:].mean()), rel=1e-5)
+    model.log_prob = lambda x, t: torch.full((x.shape[0],), float("nan"), dtype=torch.float64)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate([samples], {600.0: ref}, d / "report_nan", model=model)

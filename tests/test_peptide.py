@@ -84,3 +84,16 @@ def test_bad_sequences_are_clear_errors(bad, message):
 def test_sequence_and_pdb_together_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="either a sequence or a PDB"):
         MolecularSystem.from_spec(sequence="AA", pdb=tmp_path / "x.pdb")
+
+
+def test_builds_of_a_sequence_are_identical_and_leave_the_callers_random_stream():
+    """Modeller places hydrogens from Python's global random stream: the build seeds it (and restores it),
+    so two builds agree on every position, including which methyl hydrogen is H1, H2 or H3."""
+    import random
+
+    random.seed(11)
+    expected = random.random()
+    random.seed(11)
+    a, b = MolecularSystem.from_sequence("AA"), MolecularSystem.from_sequence("AA")
+    assert random.random() == expected
+    assert np.array_equal(a.initial_xyz, b.initial_xyz) and np.array_equal(a.reference_xyz, b.reference_xyz)

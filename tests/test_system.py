@@ -79,3 +79,29 @@ def test_bad_constraint_name(ala2, tmp_path):
     pdb.write_text(ala2.to_state()["pdb"])
     with pytest.raises(ValueError, match="constraint"):
         MolecularSystem.from_pdb(pdb, constraints="Hbondz")
+
+
+def test_equivalent_hydrogens_are_relabelled_to_the_reference_handedness(ala2):
+    """The three methyls of alanine dipeptide; a frame with two methyl hydrogens exchanged (another
+    program's or another build's labels) is relabelled back, with the same energy, and nothing else moves."""
+    groups = ala2.equivalent_hydrogens
+    assert len(groups) == 3  # ACE, ALA and NME methyls: carbon centres, three hydrogens each
+    for h1, h2, c, z in groups:
+        assert ala2.topology.atom(c).element.symbol == "C"
+        assert {ala2.topology.atom(i).element.symbol for i in (h1, h2, z)} == {"H"}
+    frames = np.repeat(ala2.reference_xyz[None], 3, axis=0)
+    h1, h2 = groups[1][:2]
+    frames[1, [h1, h2]] = frames[1, [h2, h1]]  # exchanged labels in frame 1
+    for g in groups:  # every group of frame 2
+        frames[2, [g[0], g[1]]] = frames[2, [g[1], g[0]]]
+    fixed = ala2.match_hydrogen_labels(frames)
+    np.testing.assert_array_equal(fixed, np.repeat(ala2.reference_xyz[None], 3, axis=0))
+    np.testing.assert_array_equal(ala2.match_hydrogen_labels(fixed), fixed)  # idempotent
+    ctx = openmm.Context(ala2.openmm_system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    energies = []
+    for x in frames:
+        ctx.setPositions(x)
+        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
+    assert max(energies) - min(energies) < 1e-6 * abs(energies[0])  # the exchange is a symmetry of the energy
+    with pytest.raises(ValueError, match="shape"):
+        ala2.match_hydrogen_labels(frames[:, :5])

@@ -196,3 +196,36 @@ def test_threads_and_out_dir_are_set_once_at_the_top_level(tmp_path):
     for key, value in (("threads", 2), ("out_dir", "elsewhere")):
         with pytest.raises(ConfigError, match=f"run.{key} is not used in a workflow"):
             WorkflowConfig(out_dir=str(tmp_path), run=RunConfig(**{key: value}))
+
+
+def test_tripeptide_from_its_sequence_runs_end_to_end(tmp_path):
+    """Smoke test of "your own peptide": Ace-Ala-Ala-Nme built from "AA", MD simulated by the workflow,
+    TRADE, samples, and a per-residue report (both residues and the joint basins)."""
+    from trade_md.system import MolecularSystem
+
+    md, reference = tmp_path / "md_600K.h5", tmp_path / "ref_600K.h5"
+    simulate(MolecularSystem.from_sequence("AA"), 600.0, 0.02, report_interval_ps=0.5, seed=6, out=reference,
+             equilibration_ps=2.0, progress=False)
+    cfg = {
+        "out_dir": str(tmp_path / "run"),
+        "system": {"sequence": "AA"},
+        "data": {"train": str(md), "temperature": 600.0, "simulate_nanoseconds": 0.02, "seed": 5,
+                 "validation_fraction": 0.2, "block_frames": 5},
+        "model": {"flow": {"hidden": [16], "bins": 4}},
+        "transfer": {"method": "trade_grid", "condition_range": [450.0, 700.0], "warmup_steps": 2, "ramp_steps": 2,
+                     "widen_steps": 2, "grid_size": 3, "snis_samples": 8, "refresh_every": 2},
+        "optim": {"steps": 6, "batch_size": 8, "lr": 1e-3},
+        "run": {"checkpoint_every": 3, "validate_every": 3, "progress": False},
+        "sample": {"temperatures": [600.0], "n": 16},
+        "evaluate": {"references": {600: str(reference)}},
+    }
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    run = tmp_path / "run"
+    model = BoltzmannGenerator.load(run / "model.pt")
+    assert model.system.n_atoms == 32 and "narrow_torsion" in model.ic.kinds
+    report = (run / "report" / "report.md").read_text()
+    summary = report.split("## Summary")[1].split("\n\n")[1]
+    assert "| 600 K | ALA2 |" in summary and "| 600 K | ALA3 |" in summary and "joint" in summary
+    assert len(list((run / "report").glob("ramachandran*600K*.png"))) >= 2

@@ -85,7 +85,9 @@ class ReferenceData:
             trajectory written by other programs (positions in nm once read).
         system : the molecule; the file's atoms (names, elements, residues)
             must match it.  It computes the energies (kJ/mol, OpenMM) of files
-            that hold none, and stands in for ``top`` when that is not given.
+            that hold none, stands in for ``top`` when that is not given, and
+            sets the labels of exchangeable hydrogens (see
+            :meth:`MolecularSystem.match_hydrogen_labels`).
         top : topology for formats without one (DCD, XTC, TRR, NetCDF): a PDB
             file or an ``mdtraj.Topology``.
         temperature : K; required for files that do not record it, checked
@@ -120,7 +122,8 @@ class ReferenceData:
         if top is not None:
             check_same_molecule(read_topology(top), f.topology, what=str(path))
         meta = {k: v for k, v in f.metadata.items() if k not in ("temperature", "kind")}
-        return cls(f.xyz, f.potential_energy, f.metadata["temperature"], f.time, f.topology, meta)
+        xyz = f.xyz if system is None else system.match_hydrogen_labels(f.xyz)
+        return cls(xyz, f.potential_energy, f.metadata["temperature"], f.time, f.topology, meta)
 
     @classmethod
     def from_mdtraj(cls, traj: mdtraj.Trajectory, temperature: float, system: Optional[MolecularSystem] = None,
@@ -147,7 +150,8 @@ class ReferenceData:
         if len(bad):
             raise ValueError(f"{source}: {len(bad)} of {len(energies)} frames have no finite energy (first: frame "
                              f"{bad[0]}); are the atoms this molecule's, in its order, in nm?")
-        return cls(traj.xyz, energies, temperature, np.asarray(traj.time, dtype=np.float64), traj.topology, meta)
+        xyz = traj.xyz if system is None else system.match_hydrogen_labels(traj.xyz)
+        return cls(xyz, energies, temperature, np.asarray(traj.time, dtype=np.float64), traj.topology, meta)
 
     def to_mdtraj(self) -> mdtraj.Trajectory:
         """An ``mdtraj.Trajectory`` of the frames (time in ps)."""

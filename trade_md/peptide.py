@@ -11,6 +11,7 @@ result is an unminimized ``openmm.app.Topology`` and positions in nm;
 from __future__ import annotations
 
 import io
+import random
 from typing import Sequence
 
 import numpy as np
@@ -110,6 +111,7 @@ def build_capped_peptide(sequence: str, forcefield) -> tuple:
     -------
     (openmm.app.Topology, (n_atoms, 3) float64 array in nm)
     """
+    import openmm
     import openmm.app as app
     import openmm.unit as unit
     from pdbfixer import PDBFixer
@@ -121,6 +123,16 @@ def build_capped_peptide(sequence: str, forcefield) -> tuple:
     fixer.missingTerminals = {}  # the caps end the chain: no OXT
     fixer.addMissingAtoms(seed=0)
     modeller = app.Modeller(fixer.topology, fixer.positions)
-    modeller.addHydrogens(forcefield)
+    # Modeller places new hydrogens at positions from Python's global `random`
+    # before minimizing them: seed it (and keep the caller's stream) so that
+    # every build of a sequence is the same structure, hydrogen labels included
+    # (the cyclic order of a methyl's H1-H3 is kept by MD, and models and
+    # references built separately must agree on it).
+    state = random.getstate()
+    try:
+        random.seed(0)
+        modeller.addHydrogens(forcefield, platform=openmm.Platform.getPlatformByName("Reference"))
+    finally:
+        random.setstate(state)
     xyz = np.asarray(modeller.getPositions().value_in_unit(unit.nanometer), dtype=np.float64)
     return modeller.getTopology(), xyz

@@ -9,7 +9,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import mdtraj
 import numpy as np
@@ -188,6 +188,7 @@ class MolecularSystem:
         )
         self.initial_xyz = xyz
         self.reference_xyz = _minimize(system, xyz) if minimize else xyz.copy()
+        self._equivalent_hydrogens: Optional[list[tuple[int, ...]]] = None
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -315,6 +316,40 @@ class MolecularSystem:
         raise ValueError(f"unknown system {name!r}; use {ALANINE_DIPEPTIDE!r}, a sequence, "
                          "or a PDB file and force field")
 
+    # ------------------------------------------------------- hydrogen labels
+    @property
+    def equivalent_hydrogens(self) -> list[tuple[int, ...]]:
+        """Groups of hydrogens whose labels MD cannot tell apart: ``(h1, h2, c, z)`` atom indices.
+
+        ``h1``, ``h2`` are two of the hydrogens bonded to the heavy atom ``c``
+        (methyl, ammonium, methylene, amide NH2) whose exchange leaves the
+        energy unchanged (checked on the reference structure); ``z`` is a
+        third hydrogen of the group, or else a heavy neighbour of ``c``. The
+        handedness ``sign det[h1 - c, h2 - c, z - c]`` is a label, not a
+        conformation: dynamics keep it, but two builds of one molecule (or
+        another program's files) may differ in it. See :meth:`match_hydrogen_labels`.
+        """
+        if self._equivalent_hydrogens is None:
+            self._equivalent_hydrogens = _equivalent_hydrogens(self)
+        return self._equivalent_hydrogens
+
+    def match_hydrogen_labels(self, xyz: np.ndarray) -> np.ndarray:
+        """A copy of ``xyz`` (n_frames, n_atoms, 3) nm with equivalent hydrogens relabelled,
+        frame by frame, to the handedness of this system's reference structure.
+
+        The energy of every frame is unchanged (the relabelled hydrogens are
+        exchangeable); coordinates that depend on the labels (a methyl
+        hydrogen's torsion) then agree with models built on this system.
+        """
+        xyz = np.array(xyz, dtype=np.float64, copy=True)
+        if xyz.ndim != 3 or xyz.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(f"xyz must have shape (n_frames, {self.n_atoms}, 3) in nm, got {xyz.shape}")
+        for h1, h2, c, z in self.equivalent_hydrogens:
+            want = _handedness(self.reference_xyz[None], h1, h2, c, z)[0]
+            flip = _handedness(xyz, h1, h2, c, z) != want
+            xyz[flip, h1], xyz[flip, h2] = xyz[flip, h2], xyz[flip, h1].copy()
+        return xyz
+
     # ------------------------------------------------------------ serialization
     def to_state(self) -> dict:
         """Plain-string representation (OpenMM system XML + PDB) for model files."""
@@ -343,3 +378,42 @@ class MolecularSystem:
             f"MolecularSystem(name={self.name!r}, n_atoms={self.n_atoms}, "
             f"n_constraints={len(self.constraints)})"
         )
+
+
+def _handedness(xyz: np.ndarray, h1: int, h2: int, c: int, z: int) -> np.ndarray:
+    """``sign det[h1 - c, h2 - c, z - c]`` per frame, (n_frames,)."""
+    center = xyz[:, c]
+    return np.sign(np.linalg.det(np.stack([xyz[:, h1] - center, xyz[:, h2] - center, xyz[:, z] - center], 1)))
+
+
+def _equivalent_hydrogens(system: "MolecularSystem") -> list[tuple[int, ...]]:
+    """The ``(h1, h2, c, z)`` groups of :attr:`MolecularSystem.equivalent_hydrogens`."""
+    neighbours: dict[int, list[int]] = {i: [] for i in range(system.n_atoms)}
+    for a, b in system.topology.bonds:
+        neighbours[a.index].append(b.index)
+        neighbours[b.index].append(a.index)
+    atoms = list(system.topology.atoms)
+    is_h = [a.element is not None and a.element.symbol == "H" for a in atoms]
+    candidates = []
+    for c in range(system.n_atoms):
+        hs = sorted(i for i in neighbours[c] if is_h[i])
+        heavy = sorted(i for i in neighbours[c] if not is_h[i])
+        if is_h[c] or len(hs) < 2 or (len(hs) == 2 and not heavy):
+            continue
+        candidates.append((hs[0], hs[1], c, hs[2] if len(hs) > 2 else heavy[0]))
+    if not candidates:
+        return []
+    context = openmm.Context(system.openmm_system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+
+    def energy(xyz):
+        context.setPositions(xyz)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    e0, groups = energy(system.reference_xyz), []
+    for h1, h2, c, z in candidates:
+        swapped = system.reference_xyz.copy()
+        swapped[[h1, h2]] = swapped[[h2, h1]]
+        if abs(energy(swapped) - e0) <= 1e-6 * max(1.0, abs(e0)):
+            groups.append((h1, h2, c, z))
+    return groups

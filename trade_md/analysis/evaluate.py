@@ -25,7 +25,9 @@ Layout of the metrics of one temperature (``Evaluation.metrics["600 K"]``)
   ``energy_overlap_model``, ``fraction_nonfinite_energy``,
   ``energy_central99_model`` and ``energy_central99_reweighted``
   (:class:`.energies.CentralEnergyDistance`);
-- ``ess``, ``relative_ess``, ``nll_md``, ``n_samples``, ``n_reference``.
+- ``ess``, ``relative_ess``, ``n_samples``, ``n_reference``;
+- ``nll_md``: mean ``-log p`` of the reference frames inside the model's support,
+  with the fraction ``outside_support`` (log p = -inf) reported, not dropped silently.
 
 A report folder is replaced whole: everything is written into a temporary
 folder beside it, which then takes its place, so no figure of an earlier
@@ -150,8 +152,17 @@ def _metrics(samples: Samples, reference: ReferenceData, s_tors: ResidueTorsions
             p = next(model.parameters())
             lps = [model.log_prob(torch.as_tensor(reference.xyz[i:i + 2048], dtype=p.dtype, device=p.device),
                                   reference.temperature).cpu().numpy() for i in range(0, len(reference), 2048)]
-        nll = M.nll(np.concatenate(lps), block_size=block)  # takes log p, returns mean -log p
-        out["nll_md"] = {"value": nll.mean, "stderr": nll.stderr}
+        log_p = np.concatenate(lps)
+        if np.isnan(log_p).any():
+            raise ValueError(f"the model's log-density of the {reference.temperature:g} K reference is NaN "
+                             f"for {int(np.isnan(log_p).sum())} frames")
+        inside = np.isfinite(log_p)  # -inf: a frame outside the model's support (e.g. its coordinate windows)
+        if inside.sum() >= 2 * block:
+            nll = M.nll(log_p[inside], block_size=block)  # takes log p, returns mean -log p
+            value, stderr = nll.mean, nll.stderr
+        else:
+            value = stderr = float("nan")
+        out["nll_md"] = {"value": value, "stderr": stderr, "outside_support": float(1.0 - inside.mean())}
     out["residues"] = residues
     out["joint_basins"] = joint
     out["within_noise"] = all(r["within_noise"] for r in residues.values()) and (
