@@ -263,11 +263,16 @@ def _cmd_train(args) -> int:
     from .config import load_yaml
     from .testsystems import ToyRunConfig, train_from_config
 
+    from .distributed import World
+
+    main_rank = World.from_env().is_main  # under torchrun, rank 0 checks the folder and prints
     folder = args.out if args.out is not None else load_yaml(ToyRunConfig, args.config).run.out_dir
-    if folder is not None and (Path(folder) / "last.pt").exists() and not args.resume:
+    if main_rank and folder is not None and (Path(folder) / "last.pt").exists() and not args.resume:
         raise FileExistsError(f"{folder} already holds a training run; add --resume to continue it, "
                               "or give another output folder with --out")
     result = train_from_config(args.config, resume=args.resume, out_dir=args.out)
+    if not main_rank:
+        return 0
     print(result.summary())
     for m in result.metrics:
         print(m)

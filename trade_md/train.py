@@ -18,6 +18,11 @@ resume), validates every ``run.validate_every`` steps, keeps the best
 checkpoint by validation loss at ``c0`` once the curriculum is done, and
 writes a CSV log of every loss term, the method's columns and the learning
 rate.
+
+Launched by ``torchrun``, the run is data-parallel (:mod:`trade_md.distributed`):
+each rank draws its share of the global batch with its own random stream,
+gradients are averaged by an explicit all-reduce, the scalars that decide are
+made equal on every rank, and rank 0 alone writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .checkpoints import load_checkpoint, previous_checkpoint, save_checkpoint
 from .config import ConfigError, save_yaml, to_dict
 from .curriculum import check_curriculum, condition_range, curriculum_done, transfer_weight
 from .density import ConditionalDensity, model_like
+from .distributed import World, rank_seed
 from .guard import DivergenceGuard
 from .methods import BOUNDARIES, MethodSetup, method_class
 from .targets import Target
@@ -114,10 +120,15 @@ class _Trainer:
     ) -> None:
         self.model, self.config, self.out_dir = model, config, out_dir
         self.like = model_like(model)
+        self.world = World.from_env()
         tc, oc = config.transfer, config.optim
+        if oc.batch_size % self.world.size:
+            raise ValueError(f"optim.batch_size {oc.batch_size} must be divisible by the {self.world.size} "
+                             "processes of the distributed run (each draws an equal share)")
         data = None if data is None else data.to(self.like)
         self.reference = _reference(tc, data)
-        setup = MethodSetup(model, target, data, self.reference, tc, oc.batch_size, config.run.seed)
+        setup = MethodSetup(model, target, data, self.reference, tc, oc.batch_size // self.world.size,
+                            config.run.seed)
         self.boundary = BOUNDARIES[tc.boundary](setup)
         self.method = method_class(tc.method)(setup)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -153,9 +164,13 @@ class _Trainer:
             "transfer_weight": weight, "range_low": low, "range_high": high,
             "grad_norm": math.nan, "skipped": 0, "validation": math.nan, **({} if term is None else term.logs),
         }  # fmt: skip
+        if self.world.distributed:  # the guard decides on the global batch's losses, the same on every rank
+            row["loss"], row["boundary"], row["transfer"] = self.world.mean(
+                [row["loss"], row["boundary"], row["transfer"]])
         row["event"] = self.guard.screen(row["loss"])
         if not row["event"]:
             total.backward()
+            self.world.average_gradients(self.params)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip))
             row["grad_norm"] = grad_norm
             if math.isfinite(grad_norm):
@@ -166,6 +181,7 @@ class _Trainer:
         reload = self.guard.record(row["loss"], skipped=bool(row["skipped"]))
         self.scheduler.step()
         self.step += 1
+        self.world.broadcast_state(self.method)
         if reload:
             row["event"] += "; reload"
             self.guard.reload(self.model, self.optimizer)
@@ -174,7 +190,7 @@ class _Trainer:
     def validate(self, row: dict) -> None:
         """Validation loss into ``row``; a reload if it diverged, else the last good state and the best model."""
         self.model.eval()
-        value = self.boundary.validation_loss()
+        value = self.world.broadcast(self.boundary.validation_loss())
         row["validation"] = value
         if self.guard.diverged(value):
             row["event"] = (row["event"] + "; " if row["event"] else "") + "validation diverged; reload"
@@ -183,12 +199,17 @@ class _Trainer:
         self.guard.healthy(value, self.model, self.optimizer)
         if curriculum_done(self.config.transfer, self.step - 1) and value < self.best_validation:
             self.best_validation, self.best_step = value, self.step
+            if not self.world.is_main:
+                return
             with atomic_path(self.out_dir / "best.pt") as tmp:
                 torch.save({"step": self.step, "validation": value, "model": self.model.state_dict()}, tmp)
 
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly: model, optimizer, schedule, RNG, method, guard, best step."""
-        return {
+        """Everything needed to continue exactly: model, optimizer, schedule, RNG, method, guard, best step.
+
+        A distributed run adds ``ranks``: every rank's RNG states (a collective: all ranks call this).
+        """
+        state = {
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -200,10 +221,19 @@ class _Trainer:
             "best": {"validation": self.best_validation, "step": self.best_step},
             "config": to_dict(self.config),
         }
+        if self.world.distributed:
+            state["ranks"] = self.world.gather({"rng": state["rng"], "cuda_rng": state["cuda_rng"]})
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output of a run with the same configuration."""
         _check_same_config(state["config"], to_dict(self.config))
+        saved_size = len(state.get("ranks", [None]))
+        if saved_size != self.world.size:
+            raise ConfigError(f"the checkpoint was written by a run of {saved_size} process(es); "
+                              f"resume it with {saved_size}, not {self.world.size}")
+        if self.world.distributed:
+            state = {**state, **state["ranks"][self.world.rank]}
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -216,9 +246,14 @@ class _Trainer:
         self.step = state["step"]
 
     def checkpoint(self) -> None:
-        """Write ``last.pt`` (keeping the one before as ``last.prev.pt``), unless the parameters are not finite."""
+        """Write ``last.pt`` (keeping the one before as ``last.prev.pt``), unless the parameters are not finite.
+
+        Every rank calls this; rank 0 writes.
+        """
         if all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            save_checkpoint(self.state_dict(), self.out_dir / "last.pt")
+            state = self.state_dict()
+            if self.world.is_main:
+                save_checkpoint(state, self.out_dir / "last.pt")
 
 
 def _reference(transfer: TransferConfig, data: Optional[TrainingData]) -> float:
@@ -333,38 +368,49 @@ def train(
     check_curriculum(config.transfer, config.optim)  # a config may have been edited after construction
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = _Trainer(model, target, data, config, out_dir)
+    world = trainer.world
+    world.start(trainer.like)
     _configure_threads(config.run.threads, trainer.like)
     checkpoint_path = out_dir / "last.pt"
     has_checkpoint = checkpoint_path.exists() or previous_checkpoint(checkpoint_path).exists()
+    world.barrier()  # every rank has looked before rank 0 writes a first checkpoint
     if has_checkpoint and not resume:
         raise FileExistsError(f"{out_dir} already holds a training run; pass resume=True or use another folder")
     if resume and has_checkpoint:
         # read onto the host, whatever device wrote it: the RNG states must be CPU tensors and the grid
-        # table lives there; load_state_dict copies the model and optimizer onto the parameters' device
+        # table lives there; load_state_dict copies the model and optimizer onto the parameters' device;
+        # every rank of a distributed run reads rank 0's checkpoint
         trainer.load_state_dict(load_checkpoint(checkpoint_path, "cpu"))
-        log = _CsvLog(out_dir / "log.csv", trainer.columns(), trainer.step)
+        log = _CsvLog(out_dir / "log.csv", trainer.columns(), trainer.step) if world.is_main else None
     else:
-        torch.manual_seed(config.run.seed)
-        save_yaml(config, out_dir / "config.yaml")
-        log = _CsvLog(out_dir / "log.csv", trainer.columns(), None)
+        world.broadcast_module(model)
+        torch.manual_seed(rank_seed(config.run.seed, world.rank))
+        if world.is_main:
+            save_yaml(config, out_dir / "config.yaml")
+        log = _CsvLog(out_dir / "log.csv", trainer.columns(), None) if world.is_main else None
         trainer.guard.remember(model, trainer.optimizer)
         trainer.checkpoint()
     rc, steps = config.run, config.optim.steps
     try:
-        with tqdm(total=steps, initial=trainer.step, disable=not rc.progress, dynamic_ncols=True) as bar:
+        with tqdm(total=steps, initial=trainer.step, disable=not (rc.progress and world.is_main),
+                  dynamic_ncols=True) as bar:
             while trainer.step < steps:
                 row = trainer.train_step()
                 if trainer.step % rc.validate_every == 0 or trainer.step == steps:
                     trainer.validate(row)
-                log.write(row)
+                if log is not None:
+                    log.write(row)
                 if trainer.step % rc.checkpoint_every == 0 or trainer.step == steps:
-                    log.flush()
+                    if log is not None:
+                        log.flush()
                     trainer.checkpoint()
                 bar.update(1)
                 if trainer.step % 10 == 0:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", weight=f"{row['transfer_weight']:.3g}")
     finally:
-        log.close()
+        if log is not None:
+            log.close()
+    world.barrier()  # rank 0 has written best.pt
     best = out_dir / "best.pt"
     if rc.restore_best and trainer.best_step is not None and best.exists():
         try:

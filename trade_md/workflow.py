@@ -49,6 +49,7 @@ from .checkpoints import previous_checkpoint
 from .curriculum import check_curriculum
 from .data import ReferenceData
 from .devices import check_device, resolve_device
+from .distributed import World
 from .energy import OpenMMEnergy
 from .flows import FlowConfig
 from .generator import BoltzmannGenerator, Samples
@@ -575,6 +576,9 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     files); stages whose record matches the configuration are skipped, the
     others redone (see the module docstring).
     """
+    if World.from_env().distributed:
+        raise ValueError("molecular workflows do not run under torchrun yet (issue 14); distributed training "
+                         "runs toy configurations (trade-md train) and trade_md.train.train")
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)  # "cuda" on a machine without one fails here, before any stage
     out = Path(cfg.out_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .._io import atomic_write_text
+from ..distributed import World
 from ..config import ConfigError, load_yaml
 from ..flows import FlowConfig
 from ..train import TrainConfig, TrainResult, train
@@ -82,5 +83,6 @@ def train_from_config(path: PathLike, resume: bool = False, out_dir: Optional[Pa
         transfer_metrics(problem.model, problem.target, c, config.problem.n_evaluation, seed=config.problem.seed + 1)
         for c in config.problem.evaluation
     )
-    atomic_write_text(Path(folder) / "metrics.json", json.dumps([m.to_dict() for m in metrics], indent=2))
+    if World.from_env().is_main:  # under torchrun, rank 0 alone writes outputs
+        atomic_write_text(Path(folder) / "metrics.json", json.dumps([m.to_dict() for m in metrics], indent=2))
     return ToyRunResult(**{f.name: getattr(result, f.name) for f in fields(result)}, metrics=metrics)
