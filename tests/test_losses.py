@@ -316,6 +316,7 @@ def test_grid_pool_keeps_each_points_samples_and_their_derivatives():
     other = ConditionGrid(0.5, 1.5, reference=1.0, size=4, ema=0.9, causality_eps=0.0)
     other.load_state_dict(grid.state_dict())
     assert torch.equal(other.pool_x, grid.pool_x) and other.pooled.tolist() == grid.pooled.tolist()
+    assert other.pool_x.data_ptr() != grid.pool_x.data_ptr()  # a copy: a later refresh of one leaves the other
 
 
 def test_evaluation_points_come_from_the_requested_source():

@@ -144,7 +144,8 @@ class ConditionGrid:
         self.running_loss = state["running_loss"].clone()
         if "pool_x" in state:
             device = None if like is None else like.device
-            self.pool_x, self.pool_dlogq = state["pool_x"].to(device), state["pool_dlogq"].to(device)
+            self.pool_x = state["pool_x"].to(device, copy=True)
+            self.pool_dlogq = state["pool_dlogq"].to(device, copy=True)
             self.pooled = state["pooled"].clone()
         else:
             self.pool_x = self.pool_dlogq = None
