@@ -109,6 +109,7 @@ def test_phi4_example_short_version(tmp_path):
         assert all(0 < r["ess"] <= 1 for r in rows)
     # the ordered phase at 0.305 is more magnetized than 0.24 (a physics check of the reference)
     ref = results["reference"]
+    assert all(r["tau_abs_m_sweeps"] >= 0.5 * 2 and 0.3 < r["acceptance"] < 0.7 for r in ref)
     assert ref[1]["abs_m"]["value"] > ref[0]["abs_m"]["value"] + 10 * ref[1]["abs_m"]["stderr"]
     assert "within 2 combined standard errors" in (tmp_path / "out" / "summary.md").read_text()
 

@@ -35,7 +35,7 @@ from ..train import TrainConfig, train
 from ..training_data import TrainingData
 from ..weights import relative_ess
 from .coupling import CouplingFlow
-from .lattice_mcmc import OBSERVABLES, lattice_observables, metropolis
+from .lattice_mcmc import OBSERVABLES, integrated_autocorrelation, lattice_observables, metropolis
 from .phi4 import Phi4Lattice
 
 __all__ = ["LatticeConfig", "ChainConfig", "Phi4DataConfig", "Phi4EvaluationConfig", "Phi4ExperimentConfig",
@@ -139,7 +139,8 @@ def _chains(target: Phi4Lattice, kappas, config: ChainConfig, keep: int = 0, pro
 
 
 def reference_observables(target: Phi4Lattice, kappas, config: ChainConfig, progress: bool = False) -> list[dict]:
-    """Metropolis observables (with jackknife-over-chains errors) at each of ``kappas``."""
+    """Metropolis observables (jackknife-over-chains errors), acceptance and the integrated
+    autocorrelation time of ``|m|`` (sweeps) at each of ``kappas``."""
     samples = _chains(target, kappas, config, progress=progress)
     out = []
     for i, kappa in enumerate(kappas):
@@ -147,7 +148,8 @@ def reference_observables(target: Phi4Lattice, kappas, config: ChainConfig, prog
         m, s = samples.magnetization[rows].numpy(), samples.action[rows].numpy()
         groups = np.repeat(np.arange(config.chains), m.shape[1])
         obs = lattice_observables(m.ravel(), s.ravel(), target.volume, groups)
-        out.append({"kappa": kappa, "acceptance": float(samples.acceptance[rows].mean()),
+        tau = integrated_autocorrelation(np.abs(m)) * config.every  # in sweeps
+        out.append({"kappa": kappa, "acceptance": float(samples.acceptance[rows].mean()), "tau_abs_m_sweeps": tau,
                     **{k: dataclasses.asdict(v) for k, v in obs.items()}})
     return out
 
