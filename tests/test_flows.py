@@ -445,6 +445,8 @@ def test_conditioned_flow_validates_conditions() -> None:
         model.sample(3, 0.0)
     with pytest.raises(ValueError, match="condition must be one of 'temperature', 'beta'"):
         ConditionedFlow(model.flow, reference=300.0, condition="pressure")
+    with pytest.raises(ValueError, match="not 'kappa'.*CouplingFlow"):  # a known condition with its own flow
+        ConditionedFlow(model.flow, reference=0.25, condition="kappa")
     with pytest.raises(ValueError, match="reference must be finite and > 0"):
         ConditionedFlow(model.flow, reference=0.0)
     with pytest.raises(ValueError, match="context_dim"):

@@ -226,6 +226,10 @@ class ConditionedFlow(nn.Module):
     def __init__(self, flow: ConditionalFlow, reference: float, condition: str = "temperature") -> None:
         super().__init__()
         check_condition("condition", condition)
+        if condition not in ("temperature", "beta"):
+            # its base widens with T and narrows with beta; other conditions (kappa) have their own flows
+            raise ValueError(f"ConditionedFlow supports condition 'temperature' or 'beta', not {condition!r} "
+                             "(for kappa use trade_md.testsystems.CouplingFlow)")
         if not isinstance(flow, ConditionalFlow) or flow.context_dim != 1:
             raise ValueError("ConditionedFlow needs a ConditionalFlow with context_dim == 1")
         self.flow = flow
