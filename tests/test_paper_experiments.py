@@ -72,6 +72,22 @@ def test_the_example_configurations_load_and_the_baseline_must_differ(tmp_path):
         load_yaml(Phi4ExperimentConfig, tmp_path / "bad.yaml")
 
 
+def test_an_experiment_needs_an_output_folder(tmp_path):
+    import dataclasses
+
+    from trade_md.config import load_yaml
+    from trade_md.testsystems.run import experiment_folder
+
+    moons = load_yaml(CalibrationRunConfig, WORKFLOWS / "two_moons_calibration.yaml")
+    homeless = dataclasses.replace(moons, run=dataclasses.replace(moons.run, out_dir=None))
+    with pytest.raises(ConfigError, match="no output folder"):
+        experiment_folder(homeless, CalibrationRunConfig)
+    config, folder = experiment_folder(homeless, CalibrationRunConfig, tmp_path / "x")
+    assert config is homeless and folder.is_dir()
+    config, folder = experiment_folder(WORKFLOWS / "two_moons_calibration.yaml", CalibrationRunConfig, tmp_path / "y")
+    assert config == moons and folder == tmp_path / "y"
+
+
 def _short(path: Path, replacements: dict, out: Path) -> Path:
     text = path.read_text()
     for old, new in replacements.items():

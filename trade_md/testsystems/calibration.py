@@ -32,11 +32,11 @@ import torch
 
 from .. import validators
 from .._io import atomic_path, atomic_write_text
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError
 from ..density import ConditionalDensity, model_like
 from ..train import train
 from .harness import ToyTarget, build_problem
-from .run import ToyRunConfig
+from .run import ToyRunConfig, experiment_folder
 
 __all__ = ["CalibrationCurve", "coverage_curve", "CalibrationConfig", "CalibrationRunConfig", "run_calibration"]
 
@@ -190,13 +190,7 @@ def run_calibration(config: Union[CalibrationRunConfig, str, Path], out_dir: Opt
         Defaults to ``run.out_dir``; receives ``<method>/`` and ``nll/`` (the training runs, resumed from
         their checkpoints when the experiment is run again) and the results.
     """
-    if not isinstance(config, CalibrationRunConfig):
-        config = load_yaml(CalibrationRunConfig, config)
-    folder = out_dir if out_dir is not None else config.run.out_dir
-    if folder is None:
-        raise ConfigError("no output folder: set run.out_dir in the configuration or pass out_dir")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    config, folder = experiment_folder(config, CalibrationRunConfig, out_dir)
     start = time.perf_counter()
     cal = config.calibration
     runs = {config.transfer.method: config,

@@ -29,7 +29,7 @@ import torch
 
 from .. import validators
 from .._io import atomic_path, atomic_write_text
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError
 from ..flows import ConditionalFlow, FlowConfig
 from ..train import TrainConfig, train
 from ..training_data import TrainingData
@@ -37,6 +37,7 @@ from ..weights import relative_ess
 from .coupling import CouplingFlow
 from .lattice_mcmc import OBSERVABLES, integrated_autocorrelation, lattice_observables, metropolis
 from .phi4 import Phi4Lattice
+from .run import experiment_folder
 
 __all__ = ["LatticeConfig", "ChainConfig", "Phi4DataConfig", "Phi4EvaluationConfig", "Phi4ExperimentConfig",
            "run_phi4_experiment"]
@@ -273,13 +274,7 @@ def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir:
     progress : bool
         tqdm bars for the Metropolis runs (training follows ``run.progress``).
     """
-    if not isinstance(config, Phi4ExperimentConfig):
-        config = load_yaml(Phi4ExperimentConfig, config)
-    folder = out_dir if out_dir is not None else config.run.out_dir
-    if folder is None:
-        raise ConfigError("no output folder: set run.out_dir in the configuration or pass out_dir")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    config, folder = experiment_folder(config, Phi4ExperimentConfig, out_dir)
     torch.set_num_threads(config.run.threads or 1)
     start = time.perf_counter()
     target = Phi4Lattice(config.lattice.size, config.lattice.lam)

@@ -55,6 +55,19 @@ class ToyRunResult(TrainResult):
     metrics: tuple[TransferMetrics, ...] = ()
 
 
+def experiment_folder(config, config_class: type, out_dir: Optional[PathLike] = None) -> tuple:
+    """``(config, folder)`` of an example experiment: ``config`` loaded from YAML unless it is already a
+    ``config_class``; the folder (created) is ``out_dir`` or the configuration's ``run.out_dir``."""
+    if not isinstance(config, config_class):
+        config = load_yaml(config_class, config)
+    folder = out_dir if out_dir is not None else config.run.out_dir
+    if folder is None:
+        raise ConfigError("no output folder: set run.out_dir in the configuration or pass out_dir")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return config, folder
+
+
 def train_from_config(path: PathLike, resume: bool = False, out_dir: Optional[PathLike] = None) -> ToyRunResult:
     """Build the toy problem of a YAML configuration, train it and report transfer metrics.
 
