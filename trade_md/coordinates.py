@@ -290,9 +290,8 @@ class InternalCoordinates(torch.nn.Module):
         _check_finite(x, "x")
         bonds, angles, torsions = self._raw(x)
         free = bonds[:, self._free_idx]
-        lo_b, hi_b, lo_a, hi_a, const = self._constants(x)
+        lo_b, hi_b, lo_a, hi_a, const, lo_t, width_t = self._constants(x)
         if self._narrow.numel():
-            lo_t, width_t = self.torsion_lo.to(x), self.torsion_width.to(x)
             center = lo_t + 0.5 * width_t
             scaled = (_wrap_any(torsions[:, self._narrow] - center) + 0.5 * width_t) / width_t
             torsions = torsions.index_copy(1, self._narrow, scaled)
@@ -323,12 +322,11 @@ class InternalCoordinates(torch.nn.Module):
             raise ValueError(f"ic has {ic.shape[1]} coordinates but this transform has {self.dim}")
         _check_finite(ic, "ic")
         nb, na = self.n_free_bonds, self.n_atoms - 2
-        lo_b, hi_b, lo_a, hi_a, const = self._constants(ic)
+        lo_b, hi_b, lo_a, hi_a, const, lo_t, width_t = self._constants(ic)
         free = lo_b + (hi_b - lo_b) * ic[:, :nb]
         angles = lo_a + (hi_a - lo_a) * ic[:, nb:nb + na]
         torsions = ic[:, nb + na:]
         if self._narrow.numel():
-            lo_t, width_t = self.torsion_lo.to(ic), self.torsion_width.to(ic)
             torsions = torsions.index_copy(1, self._narrow, lo_t + width_t * torsions[:, self._narrow])
         fixed = self.fixed_lengths.to(ic).expand(ic.shape[0], -1)
         bonds = torch.cat([free, fixed], dim=1)[:, self._bond_perm]
@@ -395,8 +393,11 @@ class InternalCoordinates(torch.nn.Module):
         return torch.log(sin.clamp_min(self.min_sin))
 
     def _constants(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The scaling buffers in the dtype/device of ``like``: bond and angle bounds, the ladj
+        constant, then the narrow torsions' lower bounds and widths."""
         return tuple(
-            t.to(like) for t in (self.bond_lo, self.bond_hi, self.angle_lo, self.angle_hi, self.ladj_constant)
+            t.to(like) for t in (self.bond_lo, self.bond_hi, self.angle_lo, self.angle_hi, self.ladj_constant,
+                                 self.torsion_lo, self.torsion_width)
         )
 
     def extra_repr(self) -> str:
