@@ -229,3 +229,41 @@ def test_tripeptide_from_its_sequence_runs_end_to_end(tmp_path):
     summary = report.split("## Summary")[1].split("\n\n")[1]
     assert "| 600 K | ALA2 |" in summary and "| 600 K | ALA3 |" in summary and "joint" in summary
     assert len(list((run / "report").glob("ramachandran*600K*.png"))) >= 2
+
+
+def test_training_data_from_several_runs_is_joined_in_order(tmp_path, ala2, md_dir):
+    """data.train may list independent runs at one temperature: frames joined in order, the model record
+    names every file, and a list with simulate_nanoseconds (which simulates one file) is refused."""
+    part = ReferenceData.load(md_dir / "md_600K.h5")
+    first, second = part.select(slice(0, 100)), part.select(slice(100, 200))
+    first.save(tmp_path / "a.h5")
+    second.save(tmp_path / "b.h5")
+    joined = ReferenceData.concatenate([first, second], sources=["a", "b"])
+    np.testing.assert_array_equal(joined.xyz, part.xyz[:200])
+    np.testing.assert_array_equal(joined.energies, part.energies[:200])
+    assert joined.metadata["sources"] == ["a", "b"]
+    cfg = tiny_workflow(tmp_path, md_dir)
+    cfg["data"]["train"] = [str(tmp_path / "a.h5"), str(tmp_path / "b.h5")]
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    record = BoltzmannGenerator.load(tmp_path / "run" / "model.pt").record
+    assert record.training_data == f"{tmp_path / 'a.h5'}, {tmp_path / 'b.h5'}"
+    with pytest.raises(ConfigError, match="simulate_nanoseconds simulates one file, but data.train lists 2"):
+        DataSection(train=("a.h5", "b.h5"), temperature=600.0, simulate_nanoseconds=1.0)
+    with pytest.raises(ConfigError, match="data.train lists no files"):
+        DataSection(train=())
+
+
+def test_joining_runs_of_other_temperatures_or_molecules_is_refused(md_dir):
+    from trade_md.system import MolecularSystem
+
+    cold, hot = ReferenceData.load(md_dir / "md_450K.h5"), ReferenceData.load(md_dir / "md_600K.h5")
+    with pytest.raises(ValueError, match="hot.h5 holds data at 600 K, cold.h5 at 450 K"):
+        ReferenceData.concatenate([cold, hot], sources=["cold.h5", "hot.h5"])
+    other = MolecularSystem.from_sequence("AA")
+    stranger = ReferenceData(np.zeros((2, other.n_atoms, 3)), np.zeros(2), 600.0, np.arange(2.0), other.topology)
+    with pytest.raises(ValueError, match="stranger"):
+        ReferenceData.concatenate([hot, stranger], sources=["hot", "stranger"])
+    with pytest.raises(ValueError, match="at least one"):
+        ReferenceData.concatenate([])

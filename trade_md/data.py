@@ -157,6 +157,37 @@ class ReferenceData:
         """An ``mdtraj.Trajectory`` of the frames (time in ps)."""
         return mdtraj.Trajectory(self.xyz, self.topology, time=self.time)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["ReferenceData"], sources: Optional[Sequence[str]] = None) -> "ReferenceData":
+        """Frames of several runs of one molecule at one temperature, in order (e.g. independent MD seeds).
+
+        Each part keeps its own ``time`` (ps); :meth:`split` assigns blocks of
+        ``block_frames`` frames, so a block straddles two parts only when a
+        part's length is not a multiple of it.  ``sources`` names the parts in
+        messages and in :attr:`metadata` (``"sources"``).
+
+        Raises
+        ------
+        ValueError
+            No parts, another molecule (the first differing atom) or another
+            temperature than the first part's.
+        """
+        parts = list(parts)
+        names = list(sources) if sources is not None else [f"part {i}" for i in range(len(parts))]
+        if not parts:
+            raise ValueError("concatenate needs at least one ReferenceData")
+        if len(names) != len(parts):
+            raise ValueError(f"{len(names)} sources named for {len(parts)} parts")
+        first = parts[0]
+        for part, name in zip(parts[1:], names[1:]):
+            check_same_molecule(first.topology, part.topology, what=name)
+            if abs(part.temperature - first.temperature) > 1e-6:
+                raise ValueError(f"{name} holds data at {part.temperature:g} K, {names[0]} at {first.temperature:g} K; "
+                                 "frames of one temperature only can be joined")
+        meta = dict(first.metadata, sources=names)
+        return cls(np.concatenate([p.xyz for p in parts]), np.concatenate([p.energies for p in parts]),
+                   first.temperature, np.concatenate([p.time for p in parts]), first.topology, meta)
+
     # ----------------------------------------------------------- selection
     def select(self, index) -> "ReferenceData":
         """Frames at ``index`` (integer array, slice or boolean mask)."""

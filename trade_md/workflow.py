@@ -37,7 +37,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -83,14 +83,15 @@ class SystemSection:
 class DataSection:
     """Reference MD at ``T0``.
 
-    ``train``: ReferenceData file.  If it does not exist and
-    ``simulate_nanoseconds`` is set, it is simulated at ``temperature`` (K)
-    with ``seed``.  ``stride`` subsamples frames, ``max_frames`` caps them,
+    ``train``: ReferenceData file, or a list of files of independent runs
+    at one temperature (joined in order, exchangeable hydrogens labelled
+    alike).  If a single file does not exist and ``simulate_nanoseconds`` is
+    set, it is simulated at ``temperature`` (K) with ``seed``.  ``stride`` subsamples frames, ``max_frames`` caps them,
     ``validation_fraction`` of the blocks (``block_frames`` frames each) is
     held out for model selection at ``T0``.
     """
 
-    train: str = "data/ala2_600K.h5"
+    train: Union[str, tuple[str, ...]] = "data/ala2_600K.h5"
     temperature: Optional[float] = None
     simulate_nanoseconds: Optional[float] = None
     seed: int = 1
@@ -101,6 +102,14 @@ class DataSection:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.train, str):
+            if not self.train:
+                raise ConfigError("data.train lists no files")
+            if len(self.train) == 1:
+                self.train = self.train[0]
+            elif self.simulate_nanoseconds is not None:
+                raise ConfigError(f"data.simulate_nanoseconds simulates one file, but data.train lists "
+                                  f"{len(self.train)}; simulate each with `trade-md simulate` or name one file")
         if self.temperature is not None:
             validators.temperature("data.temperature", self.temperature)
         if self.simulate_nanoseconds is not None:
@@ -345,7 +354,36 @@ def _load_references(cfg: WorkflowConfig, system: MolecularSystem) -> dict[float
 
 
 def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stages) -> tuple[ReferenceData, str]:
-    """The training data (simulated first when asked and missing) and the SHA-256 of its file."""
+    """The training data (simulated first when asked and missing) and the SHA-256 of its file(s)."""
+    if isinstance(cfg.data.train, str):
+        data, digest = _single_file_data(cfg, system, stages)
+    else:
+        data, digest = _joined_data(cfg, system, stages)
+    if cfg.data.temperature is not None and abs(cfg.data.temperature - data.temperature) > 1e-6:
+        raise ValueError(f"data.train holds data at {data.temperature} K, not data.temperature={cfg.data.temperature} K")
+    data = data.subsample(cfg.data.stride)
+    if cfg.data.max_frames is not None:
+        data = data.select(slice(0, int(cfg.data.max_frames)))
+    return data, digest
+
+
+def _joined_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stages) -> tuple[ReferenceData, str]:
+    """The files of data.train joined; the hash covers every file's hash, in order."""
+    parts, hashes = [], []
+    for i, name in enumerate(cfg.data.train):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.train[{i}]: reference data {path} not found")
+        try:
+            parts.append(ReferenceData.load(path, system=system))
+        except (ValueError, OSError) as err:
+            raise ValueError(f"data.train[{i}]: {err}") from err
+        hashes.append(stages.file_hash(path))
+    data = ReferenceData.concatenate(parts, sources=[str(p) for p in cfg.data.train])
+    return data, hashlib.sha256(" ".join(hashes).encode()).hexdigest()
+
+
+def _single_file_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stages) -> tuple[ReferenceData, str]:
     log = stages.log
     path = Path(cfg.data.train)
     made_from = _settings(cfg, "system")
@@ -374,13 +412,7 @@ def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stage
                  platform=cfg.platform, progress=cfg.run.progress)
         stages.set("data", {"simulated": True, "path": str(path), "settings": made_from,
                             "sha256": stages.file_hash(path)})
-    data = ReferenceData.load(path, system=system)
-    if cfg.data.temperature is not None and abs(cfg.data.temperature - data.temperature) > 1e-6:
-        raise ValueError(f"{path} holds data at {data.temperature} K, not data.temperature={cfg.data.temperature} K")
-    data = data.subsample(cfg.data.stride)
-    if cfg.data.max_frames is not None:
-        data = data.select(slice(0, int(cfg.data.max_frames)))
-    return data, stages.file_hash(path)
+    return ReferenceData.load(path, system=system), stages.file_hash(path)
 
 
 def _check_simulated_file(path: Path, cfg: WorkflowConfig) -> None:
@@ -466,10 +498,14 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
     timings["train_s"] = time.perf_counter() - start
     log(result.summary())
     trained = cfg.transfer.condition_range if method_class(cfg.transfer.method).transfers else (t0, t0)
-    bg.record = ModelRecord(tuple(trained), cfg.transfer.method, str(cfg.data.train), settings["data.train (sha256)"])
+    bg.record = ModelRecord(tuple(trained), cfg.transfer.method, _data_name(cfg.data.train), settings["data.train (sha256)"])
     bg.save(model_path)
     stages.set("train", {"status": "done", "fingerprint": fingerprint, "settings": settings})
     return bg, fingerprint
+
+
+def _data_name(train: Union[str, tuple[str, ...]]) -> str:
+    return train if isinstance(train, str) else ", ".join(train)
 
 
 def _sample_seed(seed: int, temperature: float) -> int:
