@@ -10,6 +10,7 @@ computes the two ranks' losses from the same streams and steps on their mean.
 import copy
 import dataclasses
 import socket
+import types
 
 import pytest
 import torch
@@ -32,6 +33,40 @@ def config(batch=64):
     return dataclasses.replace(c, run=dataclasses.replace(c.run, validate_every=3, checkpoint_every=2))
 
 
+def build(name, frames=None):
+    """(problem with model/target/data, training config) of the toy target or of alanine dipeptide.
+
+    ``frames``: path of a .npy file of 600 K alanine-dipeptide frames (nm), for ``name == "ala2"``.
+    """
+    cfg = config()
+    if name == "toy":
+        return build_problem(cfg.problem, cfg.flow), cfg
+    import numpy as np
+
+    from trade_md.energy import OpenMMEnergy
+    from trade_md.flows import FlowConfig
+    from trade_md.generator import BoltzmannGenerator
+    from trade_md.system import MolecularSystem
+    from trade_md.targets import BoltzmannTarget
+    from trade_md.train_config import TrainConfig
+    from trade_md.training_data import BoundaryData, TrainingData
+
+    system = MolecularSystem.alanine_dipeptide()
+    xyz = np.load(frames)
+    energy = OpenMMEnergy(system, platform="Reference")
+    torch.manual_seed(0)  # the same initial flow in every process
+    bg = BoltzmannGenerator.for_system(system, reference_temperature=600.0, reference_frames=xyz,
+                                       flow=FlowConfig(hidden=(16,), bins=4), energy=energy).double()
+    x = torch.as_tensor(xyz)
+    part = lambda rows: BoundaryData(x[rows], torch.full((len(x[rows]),), 600.0, dtype=torch.float64))
+    transfer = dataclasses.replace(cfg.transfer, condition_range=(450.0, 700.0), snis_samples=16)
+    train_cfg = TrainConfig(transfer=transfer, optim=dataclasses.replace(cfg.optim, batch_size=16, lr=1e-3),
+                            run=cfg.run)
+    problem = types.SimpleNamespace(model=bg.density, target=BoltzmannTarget(energy.energy),
+                                    data=TrainingData(part(slice(0, 160)), part(slice(160, None))))
+    return problem, train_cfg
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,7 +77,7 @@ class _Stop(Exception):
     pass
 
 
-def _worker(rank, port, out, resume, stop_after, results):
+def _worker(rank, port, out, resume, stop_after, results, name, frames):
     import os
 
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
@@ -61,8 +96,7 @@ def _worker(rank, port, out, resume, stop_after, results):
         return row
 
     train_module._Trainer.train_step = recording
-    cfg = config()
-    problem = build_problem(cfg.problem, cfg.flow)
+    problem, cfg = build(name, frames)
     try:
         train_module.train(problem.model, problem.target, problem.data, cfg, out, resume=resume)
     except _Stop:
@@ -70,17 +104,17 @@ def _worker(rank, port, out, resume, stop_after, results):
     torch.save(torch.stack(snapshots), f"{results}/rank{rank}.pt")
 
 
-def spawn(out, results, resume=False, stop_after=-1):
+def spawn(out, results, resume=False, stop_after=-1, name="toy", frames=None):
     results.mkdir(exist_ok=True)
-    mp.spawn(_worker, args=(_free_port(), str(out), resume, stop_after, str(results)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(out), resume, stop_after, str(results), name,
+                            None if frames is None else str(frames)), nprocs=2, join=True)
     return [torch.load(results / f"rank{r}.pt") for r in range(2)]
 
 
-def single_process_reference(tmp_path):
+def single_process_reference(tmp_path, name="toy", frames=None):
     """One process: the two ranks' losses from their streams, backward of their mean, the trainer's optimizer."""
-    cfg = config()
+    problem, cfg = build(name, frames)
     half = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=cfg.optim.batch_size // 2))
-    problem = build_problem(cfg.problem, cfg.flow)
     ranks = [train_module._Trainer(problem.model, problem.target, problem.data, half, tmp_path) for _ in range(2)]
     main, tc = ranks[0], cfg.transfer
     streams = []
@@ -120,6 +154,22 @@ def test_two_ranks_keep_equal_parameters_equal_to_the_mean_of_their_losses(tmp_p
     rows = read_log(tmp_path / "run" / "log.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))  # one log, each step once
     assert sum(r["transfer"] != "nan" for r in rows) >= 4  # the TRADE term ran
+
+
+@pytest.mark.slow  # ~2 min on the loaded 2-core machine
+def test_two_ranks_on_alanine_dipeptide_match_one_process_stepping_on_their_mean_loss(tmp_path, ala2_frames):
+    """The same property with OpenMM energies: each rank its own OpenMMEnergy, TRADE on from step 3."""
+    import numpy as np
+
+    frames = tmp_path / "frames.npy"
+    np.save(frames, ala2_frames)
+    rank0, rank1 = spawn(tmp_path / "run", tmp_path / "results", name="ala2", frames=frames)
+    for step in range(STEPS):
+        assert torch.equal(rank0[step], rank1[step]), f"ranks differ after step {step + 1}"
+    reference = single_process_reference(tmp_path / "reference", name="ala2", frames=frames)
+    torch.testing.assert_close(rank0, reference, rtol=1e-5, atol=1e-6)
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert sum(r["transfer"] != "nan" for r in rows) >= 4
 
 
 @pytest.mark.slow  # three 2-rank runs, ~3 min

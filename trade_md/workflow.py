@@ -25,6 +25,12 @@ stages after it, when a setting it depends on changed (the runtime-only keys
 never count).  An unfinished training run whose settings changed is refused
 rather than resumed.  ``OUT/workflow.yaml`` is written only when a stage is
 (re)made from it, so it always describes the outputs beside it.
+
+Under ``torchrun`` (``torchrun --nproc_per_node N -m trade_md run WORKFLOW.yaml``)
+every rank reads the data and the stage records, training is data-parallel
+(:mod:`trade_md.distributed`; each rank its own OpenMM energies, on CUDA its
+own GPU ``cuda:LOCAL_RANK``), and rank 0 alone writes the stage records, the
+model, the samples and the report.  The training data must exist beforehand.
 """
 from __future__ import annotations
 
@@ -280,10 +286,12 @@ class _Stages:
 
     Also writes ``OUT/workflow.yaml`` the first time a stage is (re)made in a
     run (:meth:`making`), so that file always describes the outputs beside it.
+    Not ``writable`` (ranks > 0 of a distributed run): the same decisions, in
+    memory only; rank 0 writes.
     """
 
-    def __init__(self, cfg: WorkflowConfig, out: Path, log):
-        self.cfg, self.out, self.log = cfg, out, log
+    def __init__(self, cfg: WorkflowConfig, out: Path, log, writable: bool = True):
+        self.cfg, self.out, self.log, self.writable = cfg, out, log, writable
         self.path = out / "stages.json"
         self.records: dict = {}
         if self.path.exists():
@@ -301,11 +309,12 @@ class _Stages:
             self.records.pop(stage, None)
         else:
             self.records[stage] = record
-        atomic_write_text(self.path, json.dumps(self.records, indent=2, sort_keys=True, default=str))
+        if self.writable:
+            atomic_write_text(self.path, json.dumps(self.records, indent=2, sort_keys=True, default=str))
 
     def making(self) -> None:
         """Call before (re)making an output: saves the configuration it is made from, once per run."""
-        if not self._written_config:
+        if not self._written_config and self.writable:
             save_yaml(self.cfg, self.out / "workflow.yaml")
             self._written_config = True
 
@@ -442,8 +451,10 @@ def _training_data(data: ReferenceData, cfg: WorkflowConfig, dtype: torch.dtype)
 
 
 def _discard_model_and_after(stages: _Stages) -> None:
-    """Remove the model, the training folder, the samples and the report (before training anew)."""
+    """Remove the model, the training folder, the samples and the report (before training anew; rank 0 only)."""
     out = stages.out
+    if not stages.writable:
+        return
     for path in [out / "model.pt", out / "train", out / "report", *out.glob("samples_*K.h5")]:
         _remove(path)
     for stage in ("train", "samples", "evaluate"):
@@ -452,7 +463,7 @@ def _discard_model_and_after(stages: _Stages) -> None:
 
 def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEnergy, data: ReferenceData,
                  settings: dict, stages: _Stages, timings: dict,
-                 device: torch.device) -> tuple[BoltzmannGenerator, str]:
+                 device: torch.device, world: World) -> tuple[BoltzmannGenerator, str]:
     """``OUT/model.pt`` on ``device``: loaded if its record matches ``settings``, else trained; and its fingerprint."""
     log, out = stages.log, stages.out
     fingerprint = _fingerprint(settings)
@@ -489,6 +500,7 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
                                        flow=cfg.model.flow, torsion_style=cfg.model.torsion_style,
                                        energy=energy).to(device=device, dtype=dtype)
     train_cfg = TrainConfig(transfer=cfg.transfer, optim=cfg.optim, run=cfg.training_run())
+    world.barrier()  # rank 0 has removed a stale training before any rank looks for a checkpoint
     resume = _has_checkpoint(train_dir)
     log(f"{'resuming the training' if resume else 'training'} on {len(data)} frames at {t0:g} K "
         f"({cfg.transfer.method}, on {device}) -> {train_dir}")
@@ -499,9 +511,24 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
     log(result.summary())
     trained = cfg.transfer.condition_range if method_class(cfg.transfer.method).transfers else (t0, t0)
     bg.record = ModelRecord(tuple(trained), cfg.transfer.method, _data_name(cfg.data.train), settings["data.train (sha256)"])
-    bg.save(model_path)
+    if world.is_main:
+        bg.save(model_path)
     stages.set("train", {"status": "done", "fingerprint": fingerprint, "settings": settings})
     return bg, fingerprint
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of ranks > 0: rank 0 speaks for the run."""
+
+
+def _rank_device(device: torch.device, world: World) -> torch.device:
+    """Under torchrun a CUDA device means this rank's GPU, ``cuda:LOCAL_RANK``; otherwise ``device``."""
+    if not world.distributed or device.type != "cuda":
+        return device
+    if world.local_rank >= torch.cuda.device_count():
+        raise ValueError(f"rank {world.rank} has LOCAL_RANK={world.local_rank}, but torch sees "
+                         f"{torch.cuda.device_count()} CUDA device(s): one GPU per process on a node")
+    return torch.device("cuda", world.local_rank)
 
 
 def _data_name(train: Union[str, tuple[str, ...]]) -> str:
@@ -612,14 +639,23 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     files); stages whose record matches the configuration are skipped, the
     others redone (see the module docstring).
     """
-    if World.from_env().distributed:
-        raise ValueError("molecular workflows do not run under torchrun yet (issue 14); distributed training "
-                         "runs toy configurations (trade-md train) and trade_md.train.train")
+    world = World.from_env()
+    if world.distributed:
+        missing = [p for p in ([cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train)
+                   if not Path(p).is_file()]
+        if missing:
+            raise ConfigError(f"data.train {missing[0]} does not exist: a distributed run needs its training data "
+                              "made beforehand (run the workflow once without torchrun, or `trade-md simulate`)")
     torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)  # "cuda" on a machine without one fails here, before any stage
+    device = _rank_device(resolve_device(cfg.device), world)  # "cuda" without one fails here, before any stage
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(cfg, out, log)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        log = _quiet
+    world.start(torch.empty(0, device=device))
+    world.barrier()  # rank 0 has made the output folder
+    stages = _Stages(cfg, out, log, writable=world.is_main)
     timings: dict = {}
     system = build_system(cfg.system)
     references = _load_references(cfg, system)  # before hours of MD and training
@@ -629,7 +665,10 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     for key in _SIMULATION_ONLY:  # what the data file holds counts, by its hash, not how it was made
         train_settings.pop(key)
     train_settings["data.train (sha256)"] = data_hash
-    bg, train_fingerprint = _train_stage(cfg, system, energy, data, train_settings, stages, timings, device)
+    world.barrier()  # every rank has read the stage records before rank 0 changes them
+    bg, train_fingerprint = _train_stage(cfg, system, energy, data, train_settings, stages, timings, device, world)
+    if not world.is_main:  # sampling and evaluation run on rank 0 (sharded sampling: `trade-md sample`)
+        return {}
     sets = _sample_stage(cfg, system, bg, train_fingerprint, stages, timings)
     metrics = _evaluate_stage(cfg, bg, data.temperature, train_fingerprint, sets, references, stages)
     if not (out / "workflow.yaml").exists():  # every stage is up to date with cfg, so cfg describes them
