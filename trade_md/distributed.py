@@ -146,6 +146,14 @@ class World:
         dist.all_gather_object(values, value)
         return values
 
+    def collect(self, value: Any) -> Optional[list]:
+        """Every rank's ``value`` (picklable), in rank order, on rank 0; None on the other ranks."""
+        if not self.distributed:
+            return [value]
+        values: Optional[list] = [None] * self.size if self.is_main else None
+        dist.gather_object(value, values, dst=0)
+        return values
+
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Replace each parameter's gradient by its mean over ranks (one all_reduce of a flat buffer).
 

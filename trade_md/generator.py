@@ -28,7 +28,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import mdtraj
 import numpy as np
@@ -42,6 +42,7 @@ from ._version import __version__
 from .config import from_dict, to_dict
 from .coordinates import InternalCoordinates, ZMatrix
 from .density import ConditionLike
+from .distributed import World, rank_seed
 from .energy import OpenMMEnergy
 from .flows import ConditionalFlow, ConditionedFlow, FlowConfig
 from .provenance import ModelRecord, OutOfRangeWarning, current_versions
@@ -53,7 +54,7 @@ from .units import check_temperature
 from .zmatrix import DEFAULT_TORSION_STYLE
 from .weights import kish_ess, relative_ess, self_normalized_weights
 
-__all__ = ["BoltzmannGenerator", "CartesianFlow", "Samples", "ModelFileError"]
+__all__ = ["BoltzmannGenerator", "CartesianFlow", "Samples", "ModelFileError", "sample_sharded"]
 
 _FORMAT = "trade_md.BoltzmannGenerator"
 _FORMAT_VERSION = 1
@@ -142,6 +143,26 @@ class Samples:
         return dataclasses.replace(self, xyz=self.xyz[index], log_prob=self.log_prob[index],
                                    temperature=self.temperature[index], energies=pick(self.energies),
                                    log_weights=pick(self.log_weights))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Samples"]) -> "Samples":
+        """The samples of ``parts`` in order (one molecule; energies and weights in all parts or in none);
+        the metadata of the first part."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("concatenate needs at least one Samples")
+        first = parts[0]
+        for part in parts[1:]:
+            check_same_molecule(first.topology, part.topology, what="samples to join")
+        joined = {}
+        for name in ("energies", "log_weights"):
+            present = [getattr(p, name) is not None for p in parts]
+            if any(present) and not all(present):
+                raise ValueError(f"some samples to join have {name} and some do not")
+            joined[name] = np.concatenate([getattr(p, name) for p in parts]) if all(present) else None
+        return cls(np.concatenate([p.xyz for p in parts]), np.concatenate([p.log_prob for p in parts]),
+                   np.concatenate([p.temperature for p in parts]), first.topology, metadata=dict(first.metadata),
+                   **joined)
 
     def resample(self, n: Optional[int] = None, seed: int = 0) -> "Samples":
         """Multinomial resampling by importance weight: approximately unbiased Boltzmann samples."""
@@ -585,6 +606,42 @@ def _halfwidths_from_frames(zmatrix: ZMatrix, system: MolecularSystem, frames: n
     sibling = np.array([frozenset((q[1], q[3])) in bonded for q in zmatrix.torsions.tolist()], dtype=bool)
     torsion = np.where(sibling & (1.5 * dev_t < NARROW_TORSION_LIMIT), np.maximum(1.5 * dev_t, 0.4), np.pi)
     return {"bond_halfwidth": bond, "angle_halfwidth": angle, "torsion_halfwidth": torsion, "torsion_center": center}
+
+
+def sample_sharded(model: BoltzmannGenerator, n: int, temperature, world: World, seed: int = 0,
+                   **kwargs) -> Optional[Samples]:
+    """``n`` samples at ``temperature`` (K; scalar or ``(n,)``) drawn by the processes of a torchrun run.
+
+    Rank ``r`` of ``N`` draws the contiguous share ``[r n / N, (r + 1) n / N)``
+    of the ``n`` samples (and of per-sample temperatures) with its own random
+    stream, ``torch.manual_seed(rank_seed(seed, r))``, and its own energies;
+    rank 0 gathers them in rank order.  With one process this is exactly
+    ``torch.manual_seed(seed); model.sample(n, temperature, **kwargs)``.
+    ``world`` must have started (:meth:`World.start`); ``kwargs`` go to
+    :meth:`BoltzmannGenerator.sample`.
+
+    Returns
+    -------
+    Samples on rank 0, None on the other ranks.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    temps = np.asarray(temperature, dtype=np.float64)
+    if temps.ndim and temps.shape != (n,):
+        raise ValueError(f"temperature must be a scalar or have shape ({n},), got {temps.shape}")
+    lo, hi = world.rank * n // world.size, (world.rank + 1) * n // world.size
+    torch.manual_seed(rank_seed(seed, world.rank))
+    part = None
+    if hi > lo:
+        part = model.sample(hi - lo, temps if not temps.ndim else temps[lo:hi], **kwargs)
+    parts = world.collect(part)
+    if parts is None:
+        return None
+    samples = Samples.concatenate([p for p in parts if p is not None])
+    if world.distributed:
+        samples.metadata["ranks"] = world.size
+    return samples
 
 
 def _anonymous_topology(n_atoms: int) -> mdtraj.Topology:
