@@ -294,3 +294,15 @@ def test_a_generator_samples_on_cuda_and_its_file_loads_on_the_cpu(tmp_path, ala
     loaded = BoltzmannGenerator.load(tmp_path / "model.pt")
     x = torch.as_tensor(samples.xyz[:32], dtype=torch.float64)
     torch.testing.assert_close(loaded.log_prob(x, 450.0), bg.log_prob(x.cuda(), 450.0).cpu(), rtol=1e-6, atol=1e-6)
+
+
+def test_under_torchrun_cuda_means_the_ranks_own_gpu():
+    from trade_md.devices import rank_device
+    from trade_md.distributed import World
+
+    cpu = torch.device("cpu")
+    assert rank_device(cpu, World(1, 2, 1)) == cpu
+    assert rank_device(torch.device("cuda", 0), World()) == torch.device("cuda", 0)  # one process: as given
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ValueError, match="LOCAL_RANK=1, but torch sees"):
+            rank_device(torch.device("cuda", 0), World(1, 2, 1))

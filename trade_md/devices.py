@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "check_device", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "check_device", "rank_device", "resolve_device"]
 
 #: How a device is written (``N``: a CUDA device index).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N")
@@ -67,3 +67,14 @@ def resolve_device(value: Any, name: str = "device") -> torch.device:
     if index >= count:
         raise ValueError(f"{name} = {text!r}, but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
     return torch.device("cuda", index)
+
+
+def rank_device(device: torch.device, world) -> torch.device:
+    """Under torchrun (``world``: a :class:`~trade_md.distributed.World` of several processes) a CUDA
+    device means this rank's GPU, ``cuda:LOCAL_RANK``; otherwise ``device`` itself."""
+    if not world.distributed or device.type != "cuda":
+        return device
+    if world.local_rank >= torch.cuda.device_count():
+        raise ValueError(f"rank {world.rank} has LOCAL_RANK={world.local_rank}, but torch sees "
+                         f"{torch.cuda.device_count()} CUDA device(s): one GPU per process on a node")
+    return torch.device("cuda", world.local_rank)

@@ -54,7 +54,7 @@ from .config import ConfigError, load_yaml, save_yaml, to_dict
 from .checkpoints import previous_checkpoint
 from .curriculum import check_curriculum
 from .data import ReferenceData
-from .devices import check_device, resolve_device
+from .devices import check_device, rank_device, resolve_device
 from .distributed import World
 from .energy import OpenMMEnergy
 from .flows import FlowConfig
@@ -521,16 +521,6 @@ def _quiet(*_args, **_kwargs) -> None:
     """The log of ranks > 0: rank 0 speaks for the run."""
 
 
-def _rank_device(device: torch.device, world: World) -> torch.device:
-    """Under torchrun a CUDA device means this rank's GPU, ``cuda:LOCAL_RANK``; otherwise ``device``."""
-    if not world.distributed or device.type != "cuda":
-        return device
-    if world.local_rank >= torch.cuda.device_count():
-        raise ValueError(f"rank {world.rank} has LOCAL_RANK={world.local_rank}, but torch sees "
-                         f"{torch.cuda.device_count()} CUDA device(s): one GPU per process on a node")
-    return torch.device("cuda", world.local_rank)
-
-
 def _data_name(train: Union[str, tuple[str, ...]]) -> str:
     return train if isinstance(train, str) else ", ".join(train)
 
@@ -647,7 +637,7 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
             raise ConfigError(f"data.train {missing[0]} does not exist: a distributed run needs its training data "
                               "made beforehand (run the workflow once without torchrun, or `trade-md simulate`)")
     torch.set_num_threads(cfg.threads)
-    device = _rank_device(resolve_device(cfg.device), world)  # "cuda" without one fails here, before any stage
+    device = rank_device(resolve_device(cfg.device), world)  # "cuda" without one fails here, before any stage
     out = Path(cfg.out_dir)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
