@@ -182,7 +182,7 @@ def test_simulated_training_data_is_redone_when_its_settings_change(tmp_path, al
     assert calls == [1, 2]
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("workflows/ala2_*.yaml")),
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("workflows/ala[24]_*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_workflows_load(path):
     cfg = load_yaml(WorkflowConfig, path)
