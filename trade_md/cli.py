@@ -127,6 +127,8 @@ def _cmd_simulate(args) -> int:
             raise FileExistsError(f"{', '.join(existing)} exist; refusing to overwrite (use --overwrite)")
         checkpoints = Path(f"{stem}.pt.partial")
         results = parallel_tempering(system, args.temperatures, out=checkpoints, **common)
+        if not results:  # an MPI rank other than 0 (mpiexec -n N): rank 0 writes the files
+            return 0
         for t, data in results.items():
             path = target(t)
             data.save(path, overwrite=args.overwrite)
