@@ -20,7 +20,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.option_strings[-1]: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    return {s: a for a in parser._actions if a.option_strings and a.dest != "help" for s in a.option_strings}
 
 
 @pytest.mark.parametrize("command", sorted(_subparsers(build_parser())))

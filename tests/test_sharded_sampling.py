@@ -80,3 +80,21 @@ def test_joining_samples_checks_what_they_hold():
         Samples.concatenate([a, b])
     with pytest.raises(ValueError, match="at least one"):
         Samples.concatenate([])
+
+
+@pytest.mark.slow  # torchrun with 2 ranks importing torch and OpenMM, ~40 s on the loaded machine
+def test_trade_md_sample_under_torchrun_writes_one_file_of_all_shares(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "s.h5"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "trade_md", "sample", "--model", "ala2", "--temperature", "300,450", "--n-samples", "50",
+                           "--seed", "4", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(f"{out}: 100 samples at 300, 450 K") == 1  # rank 0 alone reports and writes
+    s = Samples.load(out)
+    assert len(s) == 100 and s.metadata["ranks"] == 2
+    np.testing.assert_array_equal(s.temperature, np.repeat([300.0, 450.0], 50))
+    assert np.isfinite(s.log_weights).mean() > 0.9

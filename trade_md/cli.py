@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import validators
-from .devices import check_device, resolve_device
+from .devices import check_device, rank_device, resolve_device
 
 __all__ = ["main"]
 
@@ -151,6 +151,8 @@ def _cmd_sample(args) -> int:
     import numpy as np
     import torch
 
+    from .distributed import World
+    from .generator import sample_sharded
     from .trajectory import FRAME_FORMATS, sidecar_path
 
     out = Path(args.out)
@@ -163,18 +165,22 @@ def _cmd_sample(args) -> int:
     if out.suffix.lower() not in (".h5", ".hdf5"):
         _check_output_file(sidecar_path(out), args.overwrite)
     torch.set_num_threads(args.threads)
-    model = _load_model(args.model).to(resolve_device(args.device, "--device"))
+    world = World.from_env()  # under torchrun every rank draws its share; rank 0 writes
+    device = rank_device(resolve_device(args.device, "--device"), world)
+    model = _load_model(args.model).to(device)
+    world.start(torch.empty(0, device=device))
     temps = args.temperature
     if len(temps) == 1:
         temperature = temps[0]
     else:  # one sample set with per-sample temperatures, n per temperature
         temperature = np.repeat(np.asarray(temps, dtype=float), args.n)
     n = args.n * len(temps)
-    torch.manual_seed(args.seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        samples = model.sample(n, temperature, batch_size=args.batch_size, energies=not args.no_energies,
-                               progress=True)
+        samples = sample_sharded(model, n, temperature, world, seed=args.seed, batch_size=args.batch_size,
+                                 energies=not args.no_energies, progress=world.is_main)
+    if samples is None:  # a rank > 0: its share is with rank 0
+        return 0
     for w in caught:
         print(f"trade-md sample: warning: {w.message}", file=sys.stderr)
     msg = f"{out}: {len(samples)} samples at {', '.join(f'{t:g}' for t in temps)} K"
@@ -311,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file written by training (.pt), or a shipped model (ala2)")
     p.add_argument("--temperature", type=_temperature_list, required=True,
                    help="temperature in K, or a comma-separated list (n samples at each)")
-    p.add_argument("--n", type=_positive_int, default=10000, help="samples per temperature")
+    p.add_argument("--n", "--n-samples", dest="n", type=_positive_int, default=10000,
+                   help="samples per temperature (under torchrun write --n-samples: torchrun takes --n for its own)")
     p.add_argument("--out", required=True,
                    help="output file: .h5 (mdtraj HDF5 with everything), or .dcd, .xtc, .trr, .nc, .pdb "
                         "(frames, plus per-frame log weights, energies and log-densities in OUT_STEM.weights.csv)")
