@@ -305,7 +305,7 @@ def trade_arm(system, base: WorkflowConfig, out: Path, args, refs: dict, speed: 
     del probe
     answer_t = args.md_temperature
     temps = tuple(sorted(set(args.temperatures) | {answer_t}))
-    results = {}
+    results, wall_estimate = {}, args.trade_wall_estimate_s
     for n_ns in args.trade_ns:
         folder = out / f"trade_{n_ns:g}ns"
         frames = int(round(n_ns * 1000 / interval))
@@ -319,7 +319,7 @@ def trade_arm(system, base: WorkflowConfig, out: Path, args, refs: dict, speed: 
             evaluate=dataclasses.replace(base.evaluate, references={}),
             run=dataclasses.replace(base.run, progress=False))
         cost = _read(folder / "cost.json") or {}
-        if "train_and_sample_answer" not in cost and _past_deadline(args, args.trade_wall_estimate_s):
+        if "train_and_sample_answer" not in cost and _past_deadline(args, wall_estimate):
             log(f"trade {n_ns:g} ns: skipped, a training would end after the deadline {args.deadline}")
             continue
         for phase, phase_temps in (("train_and_sample_answer", (answer_t,)), ("sample_others", temps)):
@@ -337,6 +337,8 @@ def trade_arm(system, base: WorkflowConfig, out: Path, args, refs: dict, speed: 
                            "load_before": load, "resumed_after_interruption": resumed}
             _write(folder / "cost.json", cost)
             started.unlink()
+            if phase == "train_and_sample_answer":
+                wall_estimate = max(wall_estimate, cost[phase]["wall_s"])
         metrics = _read(folder / "metrics.json") or {}
         for t in temps:
             key = f"{t:g}"
@@ -550,7 +552,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=10000, help="flow samples per temperature")
     p.add_argument("--deadline", default=None, help="UTC HH:MM: start no MD chunk or training that would end later")
     p.add_argument("--trade-wall-estimate-s", type=float, default=900.0,
-                   help="wall seconds a training takes, for --deadline")
+                   help="wall seconds a training takes, for --deadline (raised to the longest one seen)")
     args = p.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = sorted(set(args.arms) - set(ARMS))

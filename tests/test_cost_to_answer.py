@@ -1,4 +1,5 @@
 """``benchmarks/cost_to_answer.py`` on a tiny configuration: every arm runs, writes its outputs, and a rerun redoes nothing."""
+import datetime
 import importlib.util
 import json
 import math
@@ -87,3 +88,9 @@ def test_tiny_run_writes_every_part_and_a_rerun_redoes_nothing(tmp_path, ala2, s
               or m.lstrip().startswith("training") or m.startswith("md 300 K:")]
     assert not redone
     assert again["md"] == results["md"] and again["trade"] == results["trade"]
+    # with a deadline already reached, no further MD chunk and no new training starts
+    late = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M")
+    third = script.main(argv + ["--md-cap-ns", "0.006", "--trade-ns", "0.01,0.015", "--deadline", late],
+                        log=messages.append)
+    assert third["md"]["ns"] == 0.004 and third["md"]["stopped_by_deadline"]
+    assert set(third["trade"]) == {"0.01", "0.02"} and not (out / "trade_0.015ns" / "cost.json").exists()
