@@ -239,7 +239,7 @@ CLI_CASES = [
     ("sample --model {tmp}/none.pt --temperature 300,-5 --out {tmp}/s.h5", 2, "temperatures must be finite and > 0 K, got [-5.0]"),
     ("sample --model {tmp}/none.pt --temperature , --out {tmp}/s.h5", 2, "expected at least one temperature"),
     ("sample --model {tmp}/none.pt --temperature 300 --n 0 --out {tmp}/s.h5", 2,
-     "argument --n: value must be a positive integer (>= 1), got 0"),
+     "argument --n/--n-samples: value must be a positive integer (>= 1), got 0"),
     ("sample --model {tmp}/none.pt --temperature 300 --threads 0 --out {tmp}/s.h5", 2,
      "argument --threads: value must be a positive integer (>= 1), got 0"),
     ("evaluate --samples a.h5 --reference b.h5 --out {tmp}/r --threads -1", 2,
