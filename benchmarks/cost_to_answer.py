@@ -197,14 +197,26 @@ def md_arm(system, out: Path, args, ref_df: float, log) -> dict:
         by_se = needed_by_scaling(last["ns"], last["dF"]["stderr"], args.target_se)
         # ~1/sqrt(n) relative error of a population seen in n independent visits: 0.2 kT needs ~25 visits;
         # with no visit seen, the 95 % upper bound of the rate (3 visits per run length) gives a lower bound.
+        # Both are needed: the block SE is blind to correlations longer than a block (a ns-long visit),
+        # so the estimate is the larger of the two.
         by_visits = 25.0 * last["ns"] / (last["visits"] or 3)
         result["extrapolated_ns_by_se_scaling"] = by_se
         result["extrapolated_ns_by_visits"] = by_visits
-        best = by_se if math.isfinite(by_se) else by_visits
-        result["extrapolated_by"] = ("SE ~ 1/sqrt(t)" if math.isfinite(by_se) else
-                                     "25-visit rule" if last["visits"] else "no visit: 25 visits at the 95 % upper rate")
+        best = max(by_se, by_visits) if math.isfinite(by_se) else by_visits
+        result["extrapolated_by"] = ("SE ~ 1/sqrt(t)" if best == by_se else
+                                     f"25 visits at the observed rate ({last['visits']} in {last['ns']:g} ns)"
+                                     if last["visits"] else "no visit: 25 visits at the 95 % upper rate")
         result["extrapolated_ns"] = best
         result["extrapolated_cpu_s"] = best * result["cpu_s_per_ns"]
+        if last["visits"]:
+            # the rate implied by the reference population p and the mean dwell time d seen here:
+            # one visit per d (1 - p) / p + d ns
+            p_ref = 1.0 / (1.0 + math.exp(ref_df))
+            dwell = last["fraction_alphaL"] * last["ns"] / last["visits"]
+            by_dwell = 25.0 * dwell / p_ref
+            result["mean_dwell_ns"] = dwell
+            result["extrapolated_ns_by_reference_population_and_dwell"] = by_dwell
+            result["extrapolated_cpu_s_by_reference_population_and_dwell"] = by_dwell * result["cpu_s_per_ns"]
     return result
 
 
@@ -413,6 +425,10 @@ def summarize(results: dict, args) -> list[str]:
             status = (f"not reached within {md['ns']:g} ns ({_cpu(md['cpu_s'])} CPU-s); extrapolated "
                       f"{sign} {md['extrapolated_ns']:,.0f} ns, {sign} {_cpu(md['extrapolated_cpu_s'])} CPU-s "
                       f"({md['extrapolated_by']})")
+            if "extrapolated_ns_by_reference_population_and_dwell" in md:
+                status += (f"; ≈ {md['extrapolated_ns_by_reference_population_and_dwell']:,.0f} ns, "
+                           f"{_cpu(md['extrapolated_cpu_s_by_reference_population_and_dwell'])} CPU-s from the "
+                           f"reference population and the mean dwell {md['mean_dwell_ns']:.2g} ns")
         lines.append(f"| plain MD {t_ans} K | measured (process CPU time) | {md['ns']:g} ns, {md['visits']} visits "
                      f"| {_cpu(md['cpu_s'])} | {_fmt_df(df)} | {bias} | {status} |")
     pt = results.get("pt")
@@ -482,38 +498,50 @@ def summarize(results: dict, args) -> list[str]:
 
 
 def plot(results: dict, args, path: Path) -> None:
+    """SE of dF (left) and |dF - reference| (right) against CPU seconds, per approach, at the answer temperature."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ceiling = 3.0
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    t_ans = f"{args.md_temperature:g}"
+    ref = results["references"][t_ans]["value"]
+    fig, (ax_se, ax_bias) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
 
     def curve(points, label, style):
         x = np.array([p["cpu_s"] for p in points], dtype=float)
         y = np.array([p["stderr"] if p["dF"] is not None else math.inf for p in points], dtype=float)
-        finite = np.isfinite(y)
-        line, = ax.plot(x[finite], y[finite], style, label=label)
-        if (~finite).any():
-            ax.plot(x[~finite], np.full((~finite).sum(), ceiling), "x", color=line.get_color())
+        b = np.array([max(abs(p["dF"] - ref), 0.01) if p["dF"] is not None else math.inf for p in points],
+                     dtype=float)  # floored at 0.01 kT for the log axis
+        for ax, values in ((ax_se, y), (ax_bias, b)):
+            finite = np.isfinite(values)
+            line, = ax.plot(x[finite], values[finite], style, label=label)
+            if (~finite).any():
+                ax.plot(x[~finite], np.full((~finite).sum(), ceiling), "x", color=line.get_color())
 
-    t_ans = f"{args.md_temperature:g}"
     if results.get("md"):
         curve(results["md"]["curve"], f"plain MD {t_ans} K (measured)", "o-")
     if results.get("pt") and t_ans in results["pt"]["per_temperature"]:
-        curve(results["pt"]["per_temperature"][t_ans]["curve"], f"PT, {t_ans} K prefixes x measured CPU/ns", "s-")
+        curve(results["pt"]["per_temperature"][t_ans]["curve"],
+              f"PT, {t_ans} K prefixes x measured CPU/ns (bias: against itself)", "s-")
     for n_ns, e in (results.get("trade") or {}).items():
         m = e["metrics"].get(t_ans)
         if m is not None and m["dF"].get("value") is not None:
             se = m["dF"]["stderr"] if math.isfinite(m["dF"]["stderr"]) else ceiling
-            ax.plot([e["cpu_s_answer"]], [se], "D", label=f"trade_md, {n_ns} ns of 600 K data")
-    ax.axhline(args.target_se, color="k", ls="--", lw=1, label=f"target SE {args.target_se} kT")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("CPU seconds (this machine)")
-    ax.set_ylabel(f"SE of dF(alpha_L/C7ax) at {t_ans} K [kT]")
-    ax.set_title(f"Cost to answer (x at {ceiling:g}: SE infinite, too few visits)", fontsize=10)
-    ax.legend(fontsize=8)
+            line, = ax_se.plot([e["cpu_s_answer"]], [se], "D", label=f"trade_md, {n_ns} ns of 600 K data")
+            ax_bias.plot([e["cpu_s_answer"]], [max(abs(m["dF"]["value"] - ref), 0.01)], "D", color=line.get_color())
+    ax_se.axhline(args.target_se, color="k", ls="--", lw=1, label=f"target SE {args.target_se} kT")
+    ax_bias.axhline(args.max_bias, color="k", ls=":", lw=1, label=f"bias limit {args.max_bias} kT")
+    for ax in (ax_se, ax_bias):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("CPU seconds (this machine)")
+    ax_se.set_ylabel(f"SE of dF(alpha_L/C7ax) at {t_ans} K [kT]")
+    ax_bias.set_ylabel(f"|dF - reference {ref:.2f}| [kT]")
+    ax_se.set_title(f"block-bootstrap SE (x at {ceiling:g}: infinite, too few visits)", fontsize=10)
+    ax_bias.set_title("bias against the PT reference (x: no estimate; floored at 0.01)", fontsize=10)
+    ax_se.legend(fontsize=7)
+    ax_bias.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
