@@ -126,6 +126,11 @@ class DataSection:
             validators.positive_int("data.max_frames", self.max_frames)
         validators.fraction("data.validation_fraction", self.validation_fraction)
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The training-data files, in order (one for a single ``train`` path)."""
+        return (self.train,) if isinstance(self.train, str) else tuple(self.train)
+
 
 @dataclass
 class ModelSection:
@@ -348,18 +353,23 @@ def _load_references(cfg: WorkflowConfig, system: MolecularSystem) -> dict[float
     for temperature, ref_path in cfg.evaluate.references.items():
         where = f"evaluate.references[{temperature:g}]"
         path = Path(ref_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{where}: reference file not found: {path}")
-        if not os.access(path, os.R_OK):
-            raise PermissionError(f"{where}: reference file is not readable: {path}")
-        try:
-            ref = ReferenceData.load(path, system=system)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{where}: {err}") from err
+        ref = _load_checked(path, where, system)
         if abs(ref.temperature - temperature) > 1e-6:
             raise ValueError(f"{where} = {path} holds data at {ref.temperature:g} K, not {temperature:g} K")
         references[temperature] = ref
     return references
+
+
+def _load_checked(path: Path, where: str, system: MolecularSystem) -> ReferenceData:
+    """``ReferenceData.load(path, system=system)``, with one-line errors naming the setting ``where``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: reference file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{where}: reference file is not readable: {path}")
+    try:
+        return ReferenceData.load(path, system=system)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{where}: {err}") from err
 
 
 def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stages) -> tuple[ReferenceData, str]:
@@ -378,17 +388,10 @@ def _reference_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stage
 
 def _joined_data(cfg: WorkflowConfig, system: MolecularSystem, stages: _Stages) -> tuple[ReferenceData, str]:
     """The files of data.train joined; the hash covers every file's hash, in order."""
-    parts, hashes = [], []
-    for i, name in enumerate(cfg.data.train):
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"data.train[{i}]: reference data {path} not found")
-        try:
-            parts.append(ReferenceData.load(path, system=system))
-        except (ValueError, OSError) as err:
-            raise ValueError(f"data.train[{i}]: {err}") from err
-        hashes.append(stages.file_hash(path))
-    data = ReferenceData.concatenate(parts, sources=[str(p) for p in cfg.data.train])
+    paths = [Path(name) for name in cfg.data.files]
+    parts = [_load_checked(path, f"data.train[{i}]", system) for i, path in enumerate(paths)]
+    hashes = [stages.file_hash(path) for path in paths]
+    data = ReferenceData.concatenate(parts, sources=list(cfg.data.files))
     return data, hashlib.sha256(" ".join(hashes).encode()).hexdigest()
 
 
@@ -510,7 +513,7 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
     timings["train_s"] = time.perf_counter() - start
     log(result.summary())
     trained = cfg.transfer.condition_range if method_class(cfg.transfer.method).transfers else (t0, t0)
-    bg.record = ModelRecord(tuple(trained), cfg.transfer.method, _data_name(cfg.data.train), settings["data.train (sha256)"])
+    bg.record = ModelRecord(tuple(trained), cfg.transfer.method, ", ".join(cfg.data.files), settings["data.train (sha256)"])
     if world.is_main:
         bg.save(model_path)
     stages.set("train", {"status": "done", "fingerprint": fingerprint, "settings": settings})
@@ -519,10 +522,6 @@ def _train_stage(cfg: WorkflowConfig, system: MolecularSystem, energy: OpenMMEne
 
 def _quiet(*_args, **_kwargs) -> None:
     """The log of ranks > 0: rank 0 speaks for the run."""
-
-
-def _data_name(train: Union[str, tuple[str, ...]]) -> str:
-    return train if isinstance(train, str) else ", ".join(train)
 
 
 def _sample_seed(seed: int, temperature: float) -> int:
@@ -631,8 +630,7 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     """
     world = World.from_env()
     if world.distributed:
-        missing = [p for p in ([cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train)
-                   if not Path(p).is_file()]
+        missing = [p for p in cfg.data.files if not Path(p).is_file()]
         if missing:
             raise ConfigError(f"data.train {missing[0]} does not exist: a distributed run needs its training data "
                               "made beforehand (run the workflow once without torchrun, or `trade-md simulate`)")
