@@ -497,3 +497,7 @@ def test_config_validation_and_strict_loading() -> None:
             FlowConfig(**bad)
     with pytest.raises(ValueError, match="no layer"):
         ConditionalFlow(["real", "real"], config=FlowConfig(schedule=("torsion | real",)))
+    # a base wider than the spline box keeps 32 % of its mass in the identity tails (two moons, 2026-12-01)
+    with pytest.raises(ValueError, match=r"real_bound \(1\) must be at least 3 x real_sigma \(1\).*31.7 %"):
+        FlowConfig(real_bound=1.0)
+    assert FlowConfig(real_bound=1.0, real_sigma=0.25).real_bound == 1.0

@@ -23,6 +23,7 @@ a layer conditioned on the context only.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from .. import validators
@@ -80,10 +81,13 @@ class FlowConfig:
         deviations of about 0.05-0.07.
     real_sigma : float
         Standard deviation of the base normal of real dimensions at ``T = T0``;
-        it scales as ``real_sigma * sqrt(T / T0)``.
+        it scales as ``real_sigma * sqrt(T / T0)``. Match it to the data's
+        spread: base mass outside ``[-real_bound, real_bound]`` stays outside.
     real_bound : float
         Real dimensions are transformed by a spline on ``[-real_bound, real_bound]``
-        with identity tails outside.
+        with identity tails outside; at least ``3 * real_sigma`` (99.7 % of
+        the base inside), else the flow cannot move the base's tails onto the
+        data and a :class:`ValueError` names both.
     min_slope : float
         Bounds the splines like zuko's ``slope``: knot derivatives lie in
         ``[min_slope, 1 / min_slope]`` and bin widths and heights within a
@@ -114,6 +118,14 @@ class FlowConfig:
         self.hidden = tuple(validators.positive_int("hidden", h) for h in self.hidden)
         for name in ("bounded_sigma", "real_sigma", "real_bound"):
             setattr(self, name, validators.positive_number(name, getattr(self, name)))
+        if self.real_bound < 3.0 * self.real_sigma:
+            outside = math.erfc(self.real_bound / (self.real_sigma * math.sqrt(2.0)))
+            raise ValueError(
+                f"real_bound ({self.real_bound:g}) must be at least 3 x real_sigma ({self.real_sigma:g}): the "
+                f"splines act on [-real_bound, real_bound] with identity tails, so the {100 * outside:.1f} % of "
+                "each real dimension's base mass outside stays there; lower real_sigma to the data's spread "
+                "or raise real_bound"
+            )
         self.min_slope = validators.fraction("min_slope", self.min_slope)
 
 
