@@ -111,6 +111,62 @@ def test_reference_against_itself_is_within_noise_everywhere(report):
     assert "![Ramachandran ALA3 600 K](ramachandran_ALA3_600K.png)" in text
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["600 K"]["residues"]["ALA3"]["verdict"] == "within noise"
+    # peptide bonds: all trans in 8 ps of MD from the built structure; model = MD, so the shares agree
+    bonds = section["peptide_bonds"]
+    assert list(bonds) == ["ACE1-ALA2", "ALA2-ALA3", "ALA3-ALA4", "ALA4-NME5"]
+    for entry in bonds.values():
+        assert entry["cis_md"]["value"] == entry["cis_model"]["value"] == entry["cis_reweighted"]["value"] == 0.0
+    assert "| 600 K | ALA2-ALA3 | 0.00 ± 0.00 % | 0.00 ± 0.00 % | 0.00 ± 0.00 % |" in lines
+    assert "(|ω| < 90°)" in text
+
+
+def _dihedral(p0, p1, p2, p3):
+    """IUPAC dihedral of four (N, 3) point arrays, radians (independent of mdtraj)."""
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
+    v = b0 - (b0 * b1).sum(1, keepdims=True) * b1
+    w = b2 - (b2 * b1).sum(1, keepdims=True) * b1
+    return np.arctan2((np.cross(b1, v) * w).sum(1), (v * w).sum(1))
+
+
+def test_peptide_bonds_match_a_direct_dihedral_and_find_cis_frames(md):
+    from trade_md.analysis.observables import CIS_LIMIT, peptide_bonds
+
+    top = md.topology
+    atom = {(a.residue.name, a.name): a.index for a in top.atoms if a.residue.name in ("ACE", "NME")}
+    ala = [{a.name: a.index for a in r.atoms} for r in top.residues if r.name == "ALA"]
+    xyz = md.xyz.astype(np.float64).copy()
+    # make frame 0 cis at the ACE1-ALA2 bond: rotate the ACE atoms by pi about the C-N axis
+    c, n = xyz[0, atom["ACE", "C"]], xyz[0, ala[0]["N"]]
+    k = (n - c) / np.linalg.norm(n - c)
+    ace = [a.index for a in top.residue(0).atoms if a.name != "C"]
+    rel = xyz[0, ace] - c
+    xyz[0, ace] = c + 2 * (rel @ k)[:, None] * k - rel  # rotation by pi: v -> 2 (v.k) k - v
+    bonds = peptide_bonds(xyz, top)
+    quads = [(atom["ACE", "CH3"], atom["ACE", "C"], ala[0]["N"], ala[0]["CA"]),
+             (ala[0]["CA"], ala[0]["C"], ala[1]["N"], ala[1]["CA"]),
+             (ala[1]["CA"], ala[1]["C"], ala[2]["N"], ala[2]["CA"]),
+             (ala[2]["CA"], ala[2]["C"], atom["NME", "N"], atom["NME", "C"])]
+    expected = np.stack([_dihedral(*(xyz[:, i] for i in q)) for q in quads], axis=1)
+    diff = np.angle(np.exp(1j * (bonds.omega - expected)))
+    assert np.abs(diff).max() < 1e-5
+    cis = bonds.cis()
+    assert cis[0, 0] and not cis[1:, 0].any() and not cis[:, 1:].any()
+    assert np.array_equal(cis, np.abs(expected) < CIS_LIMIT)
+
+
+def test_block_mean_is_the_weighted_mean_with_a_block_error():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=20000)
+    w = rng.uniform(0.5, 1.5, size=20000)
+    plain, weighted = metrics.block_mean(x), metrics.block_mean(x, w, n_blocks=20)
+    assert plain["value"] == pytest.approx(x.mean(), abs=1e-12)
+    assert weighted["value"] == pytest.approx(np.average(x, weights=w), abs=1e-12)
+    # iid data: the block error estimates std/sqrt(N) (19 degrees of freedom: within 40 %)
+    assert plain["stderr"] == pytest.approx(1 / np.sqrt(20000), rel=0.4)
+    for bad in (np.full(20000, -1.0), np.zeros(20000), np.ones(3)):
+        with pytest.raises(ValueError, match="weights"):
+            metrics.block_mean(x, bad)
 
 
 def test_shifted_phi_of_one_residue_is_flagged_for_that_residue_only(md):

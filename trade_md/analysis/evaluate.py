@@ -25,6 +25,10 @@ Layout of the metrics of one temperature (``Evaluation.metrics["600 K"]``)
   ``energy_overlap_model``, ``fraction_nonfinite_energy``,
   ``energy_central99_model`` and ``energy_central99_reweighted``
   (:class:`.energies.CentralEnergyDistance`);
+- ``peptide_bonds``: ``{"ACE1-ALA2": {"cis_md", "cis_model", "cis_reweighted"}}``, the fraction of
+  frames with a cis bond (``|omega| < 90`` degrees), each ``{"value", "stderr"}`` from 20 contiguous
+  blocks; not part of the verdict (MD at one temperature rarely isomerizes, so a model trained on it
+  may lack cis states that a parallel-tempering reference has);
 - ``ess``, ``relative_ess``, ``n_samples``, ``n_reference``;
 - ``nll_md``: mean ``-log p`` of the reference frames inside the model's support,
   with the fraction ``outside_support`` (log p = -inf) reported, not dropped silently.
@@ -52,7 +56,7 @@ from ..generator import BoltzmannGenerator, Samples
 from ..trajectory import check_same_molecule
 from . import metrics as M
 from . import plots
-from .observables import ResidueTorsions, residue_torsions
+from .observables import ResidueTorsions, peptide_bonds, residue_torsions
 from .report import ReportFiles, write_report
 from .residues import joint_basin_metrics, per_residue_metrics
 from .summary import summary_markdown
@@ -165,8 +169,23 @@ def _metrics(samples: Samples, reference: ReferenceData, s_tors: ResidueTorsions
         out["nll_md"] = {"value": value, "stderr": stderr, "outside_support": float(1.0 - inside.mean())}
     out["residues"] = residues
     out["joint_basins"] = joint
+    out["peptide_bonds"] = _peptide_bond_metrics(samples, reference, w, n_blocks)
     out["within_noise"] = all(r["within_noise"] for r in residues.values()) and (
         len(residues) == 1 or joint["within_noise"])
+    return out
+
+
+def _peptide_bond_metrics(samples: Samples, reference: ReferenceData, w: Optional[np.ndarray],
+                          n_blocks: int) -> dict:
+    """cis fraction of every peptide bond: MD, model, model reweighted (see the module docstring)."""
+    s_bonds, r_bonds = peptide_bonds(samples.xyz, samples.topology), peptide_bonds(reference.xyz, reference.topology)
+    out = {}
+    for k, name in enumerate(r_bonds.names):
+        s_cis, r_cis = s_bonds.cis()[:, k], r_bonds.cis()[:, k]
+        entry = {"cis_md": M.block_mean(r_cis, n_blocks=n_blocks), "cis_model": M.block_mean(s_cis, n_blocks=n_blocks)}
+        if w is not None:
+            entry["cis_reweighted"] = M.block_mean(s_cis, w, n_blocks=n_blocks)
+        out[name] = entry
     return out
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "kl_divergence",
     "js_divergence",
     "interleaved_halves",
+    "block_mean",
     "noise_floor",
     "TorsionDivergences",
     "ramachandran_divergences",
@@ -322,6 +323,30 @@ def interleaved_halves(n_frames: int, n_blocks: int = 20) -> Tuple[np.ndarray, n
         raise ValueError(f"n_blocks ({n_blocks}) exceeds the number of frames ({n_frames})")
     blocks = np.array_split(np.arange(n_frames), n_blocks)
     return np.concatenate(blocks[0::2]), np.concatenate(blocks[1::2])
+
+
+def block_mean(values: ArrayLike, weights: Optional[ArrayLike] = None, n_blocks: int = 20) -> dict:
+    """(Weighted) mean of ``values`` (N,) with the standard error from ``n_blocks`` contiguous blocks.
+
+    Each block gives its own (self-normalized) weighted mean; the standard error
+    is their standard deviation over ``sqrt(n_blocks)`` (blocks without weight are
+    left out), so correlated MD frames count once per block, not once per frame.
+
+    Returns
+    -------
+    dict: ``{"value": float, "stderr": float}`` (stderr NaN with fewer than two usable blocks).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D array, got shape {x.shape}")
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != x.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be {x.size} finite non-negative numbers with a positive sum")
+    n_blocks = min(positive_int("n_blocks", n_blocks), x.size)
+    means = [float(np.dot(wb, xb) / wb.sum()) for xb, wb in zip(np.array_split(x, n_blocks), np.array_split(w, n_blocks))
+             if wb.sum() > 0]
+    stderr = float(np.std(means, ddof=1) / np.sqrt(len(means))) if len(means) >= 2 else float("nan")
+    return {"value": float(np.dot(w, x) / w.sum()), "stderr": stderr}
 
 
 def noise_floor(

@@ -56,6 +56,9 @@ __all__ = [
     "residue_torsions",
     "residue_label",
     "assign_basins",
+    "PeptideBonds",
+    "peptide_bonds",
+    "CIS_LIMIT",
 ]
 
 #: Basin names; ``BASINS[code]`` names an :func:`assign_basins` code.
@@ -181,6 +184,67 @@ def _trajectory(xyz: ArrayLike, topology: mdtraj.Topology) -> mdtraj.Trajectory:
     if not np.all(np.isfinite(xyz)):
         raise ValueError("xyz contains NaN or inf")
     return mdtraj.Trajectory(xyz, topology)
+
+
+#: A peptide bond is *cis* when ``|omega| <`` this (radians, 90 degrees); trans is near ``pi``.
+CIS_LIMIT: float = np.pi / 2
+
+
+@dataclass(frozen=True)
+class PeptideBonds:
+    """The omega torsion of every peptide bond, ``X(i)-C(i)-N(i+1)-Y(i+1)``.
+
+    Attributes
+    ----------
+    names : tuple of str, length B
+        ``"ACE1-ALA2"``: the :func:`residue_label` of the two residues.
+    omega : np.ndarray, shape (n_frames, B), float64
+        Radians in ``[-pi, pi)``; cis when ``|omega| <`` :data:`CIS_LIMIT`.
+    """
+
+    names: Tuple[str, ...]
+    omega: np.ndarray
+
+    def cis(self) -> np.ndarray:
+        """``(n_frames, B)`` bool: which bonds are cis in which frame."""
+        return np.abs(self.omega) < CIS_LIMIT
+
+
+def _carbon_partner(atom: mdtraj.core.topology.Atom, neighbours: dict, exclude: mdtraj.core.topology.Atom):
+    """The carbon bonded to ``atom`` other than ``exclude``, ``CA`` first (proline's N also has ``CD``)."""
+    carbons = [a for a in neighbours[atom.index] if a is not exclude and a.element is not None
+               and a.element.symbol == "C"]
+    carbons.sort(key=lambda a: (a.name != "CA", a.index))
+    return carbons[0] if carbons else None
+
+
+def peptide_bonds(xyz: ArrayLike, topology: mdtraj.Topology) -> PeptideBonds:
+    """omega of every bond from an atom ``C`` to an atom ``N`` of the next residue (caps included).
+
+    ``X`` is the carbon bonded to ``C`` (``CA``, or a cap's ``CH3``) and ``Y`` the carbon bonded to ``N``
+    (``CA``, or N-methylamide's ``C``), so alanine dipeptide has two peptide bonds (ACE1-ALA2, ALA2-NME3).
+    A molecule without any gives ``B = 0`` columns.
+    """
+    neighbours: dict = {a.index: [] for a in topology.atoms}
+    for a, b in topology.bonds:
+        neighbours[a.index].append(b)
+        neighbours[b.index].append(a)
+    names, quads = [], []
+    for a, b in topology.bonds:
+        c, n = (a, b) if a.name == "C" else (b, a)
+        if c.name != "C" or n.name != "N" or n.residue.index != c.residue.index + 1:
+            continue
+        x, y = _carbon_partner(c, neighbours, n), _carbon_partner(n, neighbours, c)
+        if x is None or y is None:
+            continue
+        names.append(f"{residue_label(c.residue)}-{residue_label(n.residue)}")
+        quads.append((x.index, c.index, n.index, y.index))
+    order = np.argsort([q[1] for q in quads], kind="stable")
+    traj = _trajectory(xyz, topology)
+    if not quads:
+        return PeptideBonds((), np.zeros((traj.n_frames, 0)))
+    omega = mdtraj.compute_dihedrals(traj, np.asarray(quads)[order])
+    return PeptideBonds(tuple(names[i] for i in order), wrap_angles(omega.astype(np.float64)))
 
 
 def ramachandran(xyz: ArrayLike, topology: mdtraj.Topology) -> Tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,11 @@ def rule_text() -> str:
         "and is judged by (1) alone, with its own floor.  Relative ESS = Kish ESS / N of the importance weights.\n"
         f"Energies: W1 is computed on the central {pct} of the MD energy range; samples outside it (clashes, "
         f"non-finite energies) are counted as outliers instead (MD itself has {100 * (1 - CENTRAL_MASS):g} % "
-        "outside).  The plain W1 over all samples is in the sections below."
+        "outside).  The plain W1 over all samples is in the sections below.\n"
+        "Peptide bonds: the share of frames whose bond is cis (|ω| < 90°), ± its standard error from 20 "
+        "contiguous blocks; not judged. MD at one temperature rarely crosses the cis/trans barrier, so a model "
+        "trained on it can lack the cis states a parallel-tempering reference has: that share is then missing "
+        "from every reweighted estimate, whatever the ESS."
     )
 
 
@@ -91,6 +95,17 @@ def _energy_row(temperature: str, section: Mapping[str, Any]) -> Optional[str]:
             f"{_pct(reweighted.get('outlier_fraction'))} |")
 
 
+def _share(entry: Optional[Mapping[str, Any]]) -> str:
+    if not entry:
+        return "—"
+    return f"{100 * entry['value']:.2f} ± {100 * entry['stderr']:.2f} %"
+
+
+def _bond_rows(temperature: str, section: Mapping[str, Any]) -> List[str]:
+    return [f"| {temperature} | {name} | {_share(e.get('cis_md'))} | {_share(e.get('cis_model'))} | "
+            f"{_share(e.get('cis_reweighted'))} |" for name, e in (section.get("peptide_bonds") or {}).items()]
+
+
 def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The summary section of ``report.md`` (Markdown, without the title).
 
@@ -102,13 +117,13 @@ def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     Returns
     -------
     str: a ``## Summary`` heading, the verdict table (one row per temperature
-    and residue, plus a joint row for peptides), the energy table and the rule.
+    and residue, plus a joint row for peptides), the energy table, the peptide-bond (cis) table and the rule.
     """
     lines = ["## Summary", "",
              "| T | residue | JS [nats] | JS floor [nats] | ΔF model [kT] | ΔF MD [kT] | ΔF diff [kT] | σ [kT] | "
              "diff/σ | relative ESS | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    energy = []
+    energy, bonds = [], []
     for temperature, section in results.items():
         if not isinstance(section, Mapping):
             continue
@@ -116,10 +131,13 @@ def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
         row = _energy_row(temperature, section)
         if row is not None:
             energy.append(row)
+        bonds += _bond_rows(temperature, section)
     lines.append("")
     if energy:
         pct = f"{100 * CENTRAL_MASS:g} %"
         lines += [f"| T | MD central {pct} range [kJ/mol] | energy W1 model [kJ/mol] | energy W1 reweighted "
                   "[kJ/mol] | outliers model | outliers reweighted |", "|---|---|---|---|---|---|"] + energy + [""]
+    if bonds:
+        lines += ["| T | peptide bond | cis MD | cis model | cis reweighted |", "|---|---|---|---|---|"] + bonds + [""]
     lines += [rule_text(), ""]
     return "\n".join(lines)
