@@ -82,6 +82,6 @@ def test_shipped_model_records_what_is_known(capsys):
     assert main(["info", "ala2"]) == 0
     out = capsys.readouterr().out
     assert str(datasets.path("ala2")) in out
-    assert "trained temperature range: 250-700 K" in out and "training method: trade_grid" in out
+    assert "trained temperature range: 250-1000 K" in out and "training method: trade_grid" in out
     assert "training data: data/ala2_600K.h5 (sha256 48a1e67c" in out
-    assert "torch unknown" in out  # not recorded when it was trained, and not made up
+    assert "made with: trade_md 0.1.0, torch 2.13.0+cpu, openmm 8.6.1" in out  # recorded by the training run
