@@ -11,7 +11,7 @@ from trade_md import cli
 from trade_md.cli import build_parser, main
 from trade_md.simulate import SimulationSettings
 from trade_md.system import DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD
-from trade_md.workflow import SampleSection, SystemSection, WorkflowConfig
+from trade_md.workflow_config import SampleSection, SystemSection, WorkflowConfig
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -13,7 +13,7 @@ from trade_md.generator import BoltzmannGenerator, Samples
 from trade_md.simulate import simulate
 from trade_md.system import DEFAULT_FORCEFIELD
 from trade_md.train import RunConfig
-from trade_md.workflow import DataSection, WorkflowConfig
+from trade_md.workflow_config import DataSection, WorkflowConfig
 from trade_md.zmatrix import DEFAULT_TORSION_STYLE
 
 
