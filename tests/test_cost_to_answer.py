@@ -94,3 +94,11 @@ def test_tiny_run_writes_every_part_and_a_rerun_redoes_nothing(tmp_path, ala2, s
                         log=messages.append)
     assert third["md"]["ns"] == 0.004 and third["md"]["stopped_by_deadline"]
     assert set(third["trade"]) == {"0.01", "0.02"} and not (out / "trade_0.015ns" / "cost.json").exists()
+
+
+def test_plain_md_needs_visits_as_well_as_a_small_se(script):
+    """One long visit gives a small block SE and a wrong answer (measured: 14 ns, 1.22 +- 0.20 vs 3.86 kT)."""
+    one_visit = {"dF": {"value": 1.22, "stderr": 0.197}, "visits": 1}
+    assert script.se_reached(one_visit["dF"], 0.2) and not script.md_answered(one_visit, 0.2)
+    assert script.md_answered({"dF": {"value": 3.9, "stderr": 0.19}, "visits": script.MIN_VISITS}, 0.2)
+    assert not script.md_answered({"dF": {"value": 3.9, "stderr": 0.25}, "visits": 40}, 0.2)
