@@ -170,3 +170,33 @@ def test_coupling_flow_widens_with_kappa_and_names_kappa_in_errors():
         model.log_prob(x[:3], -0.1)
     with pytest.raises(ValueError, match="kappa"):
         model.sample(3, 0.0)
+
+
+def test_checkerboard_order_puts_every_neighbour_on_the_other_half():
+    lattice = Phi4Lattice(6)
+    order = lattice.checkerboard_order()
+    assert sorted(order.tolist()) == list(range(36))
+    position = torch.argsort(order)  # site -> flow coordinate
+    for site in range(36):
+        r, c = divmod(site, 6)
+        for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+            neighbour = (rr % 6) * 6 + cc % 6
+            assert position[site] % 2 != position[neighbour] % 2, (site, neighbour)
+
+
+def test_coupling_flow_with_an_order_is_the_flow_of_the_reordered_field():
+    torch.manual_seed(0)
+    flow = ConditionalFlow(["real"] * 4, 1, FlowConfig(schedule=("real/0 | *", "real/1 | *"), hidden=(8,), bins=4))
+    with torch.no_grad():  # a non-trivial flow: random last layers
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    order = [2, 0, 3, 1]
+    plain, ordered = CouplingFlow(flow, 0.27), CouplingFlow(flow, 0.27, order=order)
+    x = torch.randn(50, 4)
+    assert torch.allclose(ordered.log_prob(x, 0.3), plain.log_prob(x[:, order], 0.3), atol=1e-6)
+    y, log_p = ordered.sample(50, 0.3)
+    assert torch.allclose(ordered.log_prob(y, 0.3), log_p, atol=1e-4)
+    assert set(ordered.state_dict()) - set(plain.state_dict()) == set() and "order" in ordered.state_dict()
+    assert not torch.equal(ordered.state_dict()["order"], plain.state_dict()["order"])
+    with pytest.raises(ValueError, match="permutation"):
+        CouplingFlow(flow, 0.27, order=[0, 1, 1, 2])

@@ -56,6 +56,19 @@ class Phi4Lattice:
         """Number of sites ``V = L^2``."""
         return self.size * self.size
 
+    def checkerboard_order(self) -> Tensor:
+        """``(L*L,)`` long: row-major site indices with the two sublattices interleaved.
+
+        Entry ``2k`` is the k-th site with ``r + c`` even, entry ``2k + 1`` the k-th with ``r + c`` odd,
+        so a flow over the reordered field whose coupling halves take every other coordinate
+        (``"real/0"``, ``"real/1"``) transforms one sublattice given the other: all four neighbours
+        of every transformed site are on the conditioning side.
+        """
+        r, c = torch.meshgrid(torch.arange(self.size), torch.arange(self.size), indexing="ij")
+        colour = ((r + c) % 2).reshape(-1)
+        even, odd = torch.nonzero(colour == 0).reshape(-1), torch.nonzero(colour == 1).reshape(-1)
+        return torch.stack([even, odd], dim=1).reshape(-1)
+
     def field(self, x: Tensor) -> Tensor:
         """``x`` ``(B, L*L)`` as a ``(B, L, L)`` view; ValueError for any other shape."""
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.volume:

@@ -168,11 +168,18 @@ def training_data(target: Phi4Lattice, config: Phi4DataConfig, progress: bool = 
 
 
 def build_model(config: Phi4ExperimentConfig) -> CouplingFlow:
-    """The flow over the lattice (``"real"`` dimensions), initialized under ``run.seed``."""
+    """The flow over the lattice (``"real"`` dimensions), initialized under ``run.seed``.
+
+    The sites are in checkerboard order (:meth:`Phi4Lattice.checkerboard_order`), so each coupling
+    half is a sublattice conditioned on all its neighbours: at 700 NLL steps this gave a held-out NLL
+    1.0 nat lower and a relative ESS at kappa = 0.29 of 25 % instead of 1.2 % (row-major order, whose
+    halves are alternate columns).
+    """
     with torch.random.fork_rng():
         torch.manual_seed(config.run.seed)
         flow = ConditionalFlow(["real"] * config.lattice.size**2, context_dim=1, config=config.flow)
-    return CouplingFlow(flow.to(torch.float64), config.transfer.reference)
+    order = Phi4Lattice(config.lattice.size, config.lattice.lam).checkerboard_order()
+    return CouplingFlow(flow.to(torch.float64), config.transfer.reference, order=order)
 
 
 def model_observables(model: CouplingFlow, target: Phi4Lattice, kappa: float, config: Phi4EvaluationConfig) -> dict:
