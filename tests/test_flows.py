@@ -13,7 +13,7 @@ from zuko.transforms import MonotonicRQSTransform
 from trade_md.config import ConfigError, from_dict
 from trade_md.flows import DEFAULT_SCHEDULE, ConditionalFlow, ConditionedFlow, FlowConfig
 from trade_md.flows.base import MixedBase
-from trade_md.flows.config import resolve_schedule
+from trade_md.flows.config import LayerSpec, resolve_schedule
 from trade_md.flows.transforms import UnitRQSTransform, wrap_angle
 
 torch.set_num_threads(1)
@@ -501,3 +501,17 @@ def test_config_validation_and_strict_loading() -> None:
     with pytest.raises(ValueError, match=r"real_bound \(1\) must be at least 3 x real_sigma \(1\).*31.7 %"):
         FlowConfig(real_bound=1.0)
     assert FlowConfig(real_bound=1.0, real_sigma=0.25).real_bound == 1.0
+
+
+def test_bit_halves_separate_every_pair_of_a_kind():
+    kinds = ["angle"] + ["torsion"] * 11  # torsion positions 0..10 are dimensions 1..11
+    schedule = tuple(f"torsion/{b}.{h} | torsion/{b}.{1 - h}" for b in range(4) for h in (0, 1))
+    layers = resolve_schedule(FlowConfig(schedule=schedule), kinds)
+    assert layers[2] == LayerSpec((1, 2, 5, 6, 9, 10), (3, 4, 7, 8, 11))  # bit 1 of the position is 0
+    assert resolve_schedule(FlowConfig(schedule=("torsion/0.1 | torsion/0.0",)), kinds) == \
+        resolve_schedule(FlowConfig(schedule=("torsion/1 | torsion/0",)), kinds)
+    separated = {frozenset((i, j)) for layer in layers for i in layer.transformed for j in layer.conditioning}
+    assert all(frozenset((i, j)) in separated for i in range(1, 12) for j in range(i + 1, 12))
+    for bad in ("torsion/2", "torsion/x.0", "torsion/1.2", "torsion/.0"):
+        with pytest.raises(ValueError, match="unknown group"):
+            FlowConfig(schedule=(f"{bad} | *",))

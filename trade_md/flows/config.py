@@ -16,8 +16,12 @@ A flow acts on a vector whose dimensions each have a *kind*:
 The layer schedule is a sequence of coupling layers written as strings
 ``"<transformed> | <conditioning>"``; each side is a comma-separated list of
 groups: a kind (``"torsion"``), one half of a kind (``"torsion/0"`` for the
-kind's dimensions at even positions, ``"torsion/1"`` for odd positions) or
-``"*"`` (every dimension not on the other side). An empty conditioning side is
+kind's dimensions at even positions, ``"torsion/1"`` for odd positions; in
+general ``"torsion/b.h"`` for the positions whose bit ``b`` is ``h``, so
+``"torsion/0"`` is ``"torsion/0.0"`` and ``"torsion/1.0"`` holds positions
+0, 1, 4, 5, ...) or ``"*"`` (every dimension not on the other side). Layers
+that split by bits 0, 1, 2, ... put every pair of dimensions of a kind on
+opposite sides in at least one layer. An empty conditioning side is
 a layer conditioned on the context only.
 """
 from __future__ import annotations
@@ -149,12 +153,23 @@ def _parse_side(text: str, entry: str) -> tuple[str, ...]:
     groups = tuple(g.strip() for g in text.split(",") if g.strip())
     for group in groups:
         kind, _, half = group.partition("/")
-        if group != "*" and (kind not in KINDS or half not in ("", "0", "1")):
+        if group != "*" and (kind not in KINDS or _bit_half(half) is None):
             raise ValueError(
                 f"unknown group {group!r} in schedule entry {entry!r}; use a kind "
-                f"({', '.join(KINDS)}), a half such as 'torsion/0' or 'torsion/1', or '*'"
+                f"({', '.join(KINDS)}), a half such as 'torsion/0' or 'torsion/1' (bit 0 of the position), "
+                "'torsion/1.0' (bit 1 of the position is 0), or '*'"
             )
     return groups
+
+
+def _bit_half(half: str):
+    """``""`` -> ``()`` (the whole kind), ``"h"`` -> ``(0, h)``, ``"b.h"`` -> ``(b, h)``; None if malformed."""
+    if half == "":
+        return ()
+    bit, dot, h = half.rpartition(".")
+    if h not in ("0", "1") or (dot and not bit.isdigit()):
+        return None
+    return (int(bit) if dot else 0, int(h))
 
 
 def _parse_layer(entry: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -176,7 +191,8 @@ def _members(groups: Sequence[str], kinds: Sequence[str]) -> set[int]:
             continue
         kind, _, half = group.partition("/")
         idx = [i for i, k in enumerate(kinds) if k == kind]
-        out.update(idx if not half else idx[int(half) :: 2])
+        split = _bit_half(half)
+        out.update(idx if not split else [i for pos, i in enumerate(idx) if (pos >> split[0]) & 1 == split[1]])
     return out
 
 
