@@ -306,3 +306,24 @@ def test_under_torchrun_cuda_means_the_ranks_own_gpu():
     if torch.cuda.device_count() < 2:
         with pytest.raises(ValueError, match="LOCAL_RANK=1, but torch sees"):
             rank_device(torch.device("cuda", 0), World(1, 2, 1))
+
+
+def test_openmm_follows_the_models_gpu():
+    from trade_md.devices import openmm_device_properties
+
+    assert openmm_device_properties("CUDA", torch.device("cuda", 1)) == {"DeviceIndex": "1"}
+    assert openmm_device_properties("CUDA", torch.device("cuda")) == {"DeviceIndex": "0"}
+    assert openmm_device_properties("CUDA", torch.device("cpu")) == {}
+    for platform in ("OpenCL", "CPU", "Reference"):
+        assert openmm_device_properties(platform, torch.device("cuda", 1)) == {}
+
+
+@pytest.mark.gpu
+def test_cuda_energies_on_the_models_gpu_match_the_reference_platform(ala2, ala2_frames):
+    from trade_md.devices import openmm_device_properties
+
+    x = ala2_frames[:16]
+    gpu = OpenMMEnergy(ala2, platform="CUDA", properties=openmm_device_properties("CUDA", torch.device("cuda", 0)))
+    assert gpu.properties["DeviceIndex"] == "0"
+    ref = OpenMMEnergy(ala2, platform="Reference")
+    assert np.allclose(gpu.energy(x), ref.energy(x), atol=1e-2)  # mixed precision, kJ/mol

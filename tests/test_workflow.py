@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -39,6 +40,38 @@ def tiny_workflow(tmp_path, md_dir, method="trade_grid"):
         "sample": {"temperatures": [450.0, 600.0], "n": 32},
         "evaluate": {"references": {450: str(md_dir / "md_450K.h5"), 600: str(md_dir / "md_600K.h5")}},
     }
+
+
+def test_the_workflow_energy_gets_the_platform_and_device_properties(tmp_path, md_dir, monkeypatch):
+    """OpenMM's context goes where the model runs (DeviceIndex on CUDA): the wiring, without a GPU."""
+    import trade_md.workflow as workflow
+
+    seen = {}
+
+    def properties(platform, device):
+        seen["args"] = (platform, device)
+        return {"Threads": "1"}
+
+    class Stop(Exception):
+        pass
+
+    def energy(system, platform, n_workers, properties):
+        seen["energy"] = (platform, n_workers, properties)
+        raise Stop
+
+    monkeypatch.setattr(workflow, "openmm_device_properties", properties)
+    monkeypatch.setattr(workflow, "OpenMMEnergy", energy)
+    cfg = load_yaml(WorkflowConfig, _write(tmp_path, {**tiny_workflow(tmp_path, md_dir), "platform": "CPU"}))
+    with pytest.raises(Stop):
+        workflow.run(cfg, log=lambda *a: None)
+    assert seen["args"] == ("CPU", torch.device("cpu"))
+    assert seen["energy"] == ("CPU", 1, {"Threads": "1"})
+
+
+def _write(tmp_path, cfg: dict):
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def test_workflow_end_to_end(tmp_path, ala2, md_dir):

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "check_device", "rank_device", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "check_device", "rank_device", "resolve_device", "openmm_device_properties"]
 
 #: How a device is written (``N``: a CUDA device index).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N")
@@ -78,3 +78,15 @@ def rank_device(device: torch.device, world) -> torch.device:
         raise ValueError(f"rank {world.rank} has LOCAL_RANK={world.local_rank}, but torch sees "
                          f"{torch.cuda.device_count()} CUDA device(s): one GPU per process on a node")
     return torch.device("cuda", world.local_rank)
+
+
+def openmm_device_properties(platform: str, device: torch.device) -> dict:
+    """OpenMM platform properties that put a ``CUDA`` platform's contexts on the model's GPU.
+
+    ``{"DeviceIndex": "N"}`` for the ``CUDA`` platform and a model on ``cuda:N`` (under torchrun each
+    rank's own GPU, :func:`rank_device`); ``{}`` otherwise: other platforms keep their own default
+    (OpenCL numbers its devices differently from CUDA).
+    """
+    if platform != "CUDA" or device.type != "cuda":
+        return {}
+    return {"DeviceIndex": str(0 if device.index is None else device.index)}

@@ -50,9 +50,9 @@ from ._io import atomic_write_text
 from .config import ConfigError, load_yaml, save_yaml, to_dict
 from .checkpoints import previous_checkpoint
 from .data import ReferenceData
-from .devices import rank_device, resolve_device
+from .devices import openmm_device_properties, rank_device, resolve_device
 from .distributed import World
-from .energy import OpenMMEnergy
+from .energy import OpenMMEnergy, select_platform
 from .generator import BoltzmannGenerator, Samples
 from .methods import method_class
 from .provenance import ModelRecord
@@ -472,7 +472,9 @@ def run(cfg: WorkflowConfig, log=print) -> dict:
     system = build_system(cfg.system)
     references = _load_references(cfg, system)  # before hours of MD and training
     data, data_hash = _reference_data(cfg, system, stages)
-    energy = OpenMMEnergy(system, platform=cfg.platform, n_workers=cfg.energy_workers)
+    platform = select_platform(cfg.platform, system.n_atoms)
+    energy = OpenMMEnergy(system, platform=platform, n_workers=cfg.energy_workers,
+                          properties=openmm_device_properties(platform, device))  # OpenMM on the model's GPU
     train_settings = _settings(cfg, "system", "data", "model", "transfer", "optim", "run")
     for key in _SIMULATION_ONLY:  # what the data file holds counts, by its hash, not how it was made
         train_settings.pop(key)
