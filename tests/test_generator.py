@@ -103,6 +103,10 @@ def test_model_save_load_identical_log_prob(bg, ala2_frames, tmp_path):
     x = torch.tensor(ala2_frames[:10])
     torch.testing.assert_close(again.log_prob(x, 450.0), bg.log_prob(x, 450.0), rtol=0, atol=0)
     assert again.reference_temperature == 600.0
+    # positions of another floating dtype (MD frames are float32) are converted to the model's
+    single = again.float()
+    torch.testing.assert_close(single.log_prob(x, 450.0), single.log_prob(x.float(), 450.0), rtol=0, atol=0)
+    torch.testing.assert_close(single.log_prob(x, 450.0), bg.log_prob(x, 450.0).float(), rtol=1e-4, atol=1e-3)
 
 
 def test_truncated_and_foreign_model_files(bg, tmp_path):

@@ -434,9 +434,13 @@ class BoltzmannGenerator(nn.Module):
 
     # ---------------------------------------------------------------- density
     def log_prob(self, x, temperature) -> torch.Tensor:
-        """``log p(x | T)`` ``(B,)`` tensor for ``x`` ``(B, n_atoms, 3)`` nm (numpy or torch); T scalar or (B,) K."""
+        """``log p(x | T)`` ``(B,)`` tensor for ``x`` ``(B, n_atoms, 3)`` nm (numpy or torch, any floating dtype:
+        converted to the model's dtype and device); T scalar or (B,) K."""
         p = self._param()
-        x = torch.as_tensor(x, dtype=p.dtype, device=p.device) if not isinstance(x, torch.Tensor) else x
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = x.to(dtype=p.dtype, device=p.device)
+        elif not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x, dtype=p.dtype, device=p.device)
         if isinstance(temperature, np.ndarray):
             temperature = torch.as_tensor(temperature, dtype=x.dtype, device=x.device)
         return self.density.log_prob(x, temperature)
