@@ -209,7 +209,7 @@ def md_arm(system, out: Path, args, ref_df: float, log) -> dict:
               "any_chunk_resumed_or_unrecorded": any(s["resumed"] or s["cpu_s"] is None for s in segs)}
     if not result["reached"]:
         by_se = needed_by_scaling(last["ns"], last["dF"]["stderr"], args.target_se)
-        # ~1/sqrt(n) relative error of a population seen in n independent visits: 0.2 kT needs ~25 visits;
+        # ~1/sqrt(n) relative error of a population seen in n independent visits: 0.2 kT needs ~MIN_VISITS;
         # with no visit seen, the 95 % upper bound of the rate (3 visits per run length) gives a lower bound.
         # Both are needed: the block SE is blind to correlations longer than a block (a ns-long visit),
         # so the estimate is the larger of the two.
@@ -218,8 +218,8 @@ def md_arm(system, out: Path, args, ref_df: float, log) -> dict:
         result["extrapolated_ns_by_visits"] = by_visits
         best = max(by_se, by_visits) if math.isfinite(by_se) else by_visits
         result["extrapolated_by"] = ("SE ~ 1/sqrt(t)" if best == by_se else
-                                     f"25 visits at the observed rate ({last['visits']} in {last['ns']:g} ns)"
-                                     if last["visits"] else "no visit: 25 visits at the 95 % upper rate")
+                                     f"{MIN_VISITS} visits at the observed rate ({last['visits']} in {last['ns']:g} ns)"
+                                     if last["visits"] else f"no visit: {MIN_VISITS} visits at the 95 % upper rate")
         result["extrapolated_ns"] = best
         result["extrapolated_cpu_s"] = best * result["cpu_s_per_ns"]
         if last["visits"]:
@@ -227,7 +227,7 @@ def md_arm(system, out: Path, args, ref_df: float, log) -> dict:
             # one visit per d (1 - p) / p + d ns
             p_ref = 1.0 / (1.0 + math.exp(ref_df))
             dwell = last["fraction_alphaL"] * last["ns"] / last["visits"]
-            by_dwell = 25.0 * dwell / p_ref
+            by_dwell = MIN_VISITS * dwell / p_ref
             result["mean_dwell_ns"] = dwell
             result["extrapolated_ns_by_reference_population_and_dwell"] = by_dwell
             result["extrapolated_cpu_s_by_reference_population_and_dwell"] = by_dwell * result["cpu_s_per_ns"]

@@ -61,17 +61,13 @@ def test_the_workflow_energy_gets_the_platform_and_device_properties(tmp_path, m
 
     monkeypatch.setattr(workflow, "openmm_device_properties", properties)
     monkeypatch.setattr(workflow, "OpenMMEnergy", energy)
-    cfg = load_yaml(WorkflowConfig, _write(tmp_path, {**tiny_workflow(tmp_path, md_dir), "platform": "CPU"}))
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump({**tiny_workflow(tmp_path, md_dir), "platform": "CPU"}))
+    cfg = load_yaml(WorkflowConfig, path)
     with pytest.raises(Stop):
         workflow.run(cfg, log=lambda *a: None)
     assert seen["args"] == ("CPU", torch.device("cpu"))
     assert seen["energy"] == ("CPU", 1, {"Threads": "1"})
-
-
-def _write(tmp_path, cfg: dict):
-    path = tmp_path / "wf.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_workflow_end_to_end(tmp_path, ala2, md_dir):

@@ -179,9 +179,10 @@ def _peptide_bond_metrics(samples: Samples, reference: ReferenceData, w: Optiona
                           n_blocks: int) -> dict:
     """cis fraction of every peptide bond: MD, model, model reweighted (see the module docstring)."""
     s_bonds, r_bonds = peptide_bonds(samples.xyz, samples.topology), peptide_bonds(reference.xyz, reference.topology)
+    s_all, r_all = s_bonds.cis(), r_bonds.cis()
     out = {}
     for k, name in enumerate(r_bonds.names):
-        s_cis, r_cis = s_bonds.cis()[:, k], r_bonds.cis()[:, k]
+        s_cis, r_cis = s_all[:, k], r_all[:, k]
         entry = {"cis_md": M.block_mean(r_cis, n_blocks=n_blocks), "cis_model": M.block_mean(s_cis, n_blocks=n_blocks)}
         if w is not None:
             entry["cis_reweighted"] = M.block_mean(s_cis, w, n_blocks=n_blocks)

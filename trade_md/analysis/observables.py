@@ -229,22 +229,21 @@ def peptide_bonds(xyz: ArrayLike, topology: mdtraj.Topology) -> PeptideBonds:
     for a, b in topology.bonds:
         neighbours[a.index].append(b)
         neighbours[b.index].append(a)
-    names, quads = [], []
+    bonds = []  # (C index, name, X-C-N-Y atom indices)
     for a, b in topology.bonds:
         c, n = (a, b) if a.name == "C" else (b, a)
         if c.name != "C" or n.name != "N" or n.residue.index != c.residue.index + 1:
             continue
         x, y = _carbon_partner(c, neighbours, n), _carbon_partner(n, neighbours, c)
-        if x is None or y is None:
-            continue
-        names.append(f"{residue_label(c.residue)}-{residue_label(n.residue)}")
-        quads.append((x.index, c.index, n.index, y.index))
-    order = np.argsort([q[1] for q in quads], kind="stable")
+        if x is not None and y is not None:
+            bonds.append((c.index, f"{residue_label(c.residue)}-{residue_label(n.residue)}",
+                          (x.index, c.index, n.index, y.index)))
+    bonds.sort()  # in chain order
     traj = _trajectory(xyz, topology)
-    if not quads:
+    if not bonds:
         return PeptideBonds((), np.zeros((traj.n_frames, 0)))
-    omega = mdtraj.compute_dihedrals(traj, np.asarray(quads)[order])
-    return PeptideBonds(tuple(names[i] for i in order), wrap_angles(omega.astype(np.float64)))
+    omega = mdtraj.compute_dihedrals(traj, np.array([quad for _, _, quad in bonds]))
+    return PeptideBonds(tuple(name for _, name, _ in bonds), wrap_angles(omega.astype(np.float64)))
 
 
 def ramachandran(xyz: ArrayLike, topology: mdtraj.Topology) -> Tuple[np.ndarray, np.ndarray]:

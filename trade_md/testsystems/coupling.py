@@ -50,7 +50,6 @@ class CouplingFlow(nn.Module):
         if sorted(order.tolist()) != list(range(dim)):
             raise ValueError(f"order must be a permutation of 0..{dim - 1} (one entry per site), got {order.tolist()}")
         self.register_buffer("order", order)
-        self.register_buffer("_unorder", torch.argsort(order), persistent=False)
 
     def extra_repr(self) -> str:
         return f"condition='kappa', reference={self.reference}"
@@ -66,4 +65,4 @@ class CouplingFlow(nn.Module):
         like = self.model.flow.lower
         dtype = c.dtype if isinstance(c, Tensor) and c.is_floating_point() else like.dtype
         y, log_p = self.model.sample(n, as_condition(c, like.new_empty((n, 0), dtype=dtype), "kappa"))
-        return y[:, self._unorder], log_p
+        return y[:, torch.argsort(self.order)], log_p  # the inverse of the (loaded) order
