@@ -84,12 +84,15 @@ def test_curriculum_warms_up_ramps_and_widens():
 # --------------------------------------------------------------------- guard
 def test_guard_skips_spikes_and_non_finite_losses_and_reloads_after_max_skips():
     guard = DivergenceGuard(RunConfig(spike_window=5, spike_factor=10.0, max_skips=2, backoff=0.5))
-    assert guard.screen(math.nan) == "non-finite loss"
+    assert guard.screen({"boundary": math.nan}) == "non-finite loss"
     for loss in (1.0, 1.1, 0.9, 1.0, 1.05):
-        assert guard.screen(loss) == "" and not guard.record(loss, skipped=False)
-    assert guard.screen(100.0) == "loss spike" and guard.screen(1.2) == ""
-    assert not guard.record(100.0, skipped=True)
-    assert guard.record(math.inf, skipped=True)  # the second consecutive skip
+        assert guard.screen({"boundary": loss}) == "" and not guard.record({"boundary": loss}, skipped=False)
+    assert guard.screen({"boundary": 100.0}) == "loss spike (boundary)" and guard.screen({"boundary": 1.2}) == ""
+    # a term switched on now has no history: however large, it is judged once it has one
+    assert guard.screen({"boundary": 1.0, "transfer": 1e4}) == ""
+    assert guard.screen({"boundary": 1.0, "transfer": math.inf}) == "non-finite loss"
+    assert not guard.record({"boundary": 100.0}, skipped=True)
+    assert guard.record({"boundary": math.inf}, skipped=True)  # the second consecutive skip
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.Adam(model.parameters())
     guard.remember(model, optimizer)
@@ -99,7 +102,7 @@ def test_guard_skips_spikes_and_non_finite_losses_and_reloads_after_max_skips():
             p.add_(1.0)
     guard.reload(model, optimizer)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), good))
-    assert (guard.reloads, guard.weight_scale, guard.consecutive_skips, guard.recent) == (1, 0.5, 0, [])
+    assert (guard.reloads, guard.weight_scale, guard.consecutive_skips, guard.recent) == (1, 0.5, 0, {})
     assert guard.skipped_steps == 2
 
 
@@ -112,5 +115,10 @@ def test_guard_judges_validation_against_the_lowest_healthy_one_and_round_trips(
     assert guard.lowest_validation == 5.0 and guard.last_good is not None
     assert not guard.diverged(6.9) and guard.diverged(7.1) and guard.diverged(math.nan)
     other = DivergenceGuard(RunConfig(divergence_tolerance=2.0))
+    guard.record({"boundary": 1.0, "transfer": 3.0}, skipped=False)
     other.load_state_dict(guard.state_dict())
     assert other.state_dict().keys() == guard.state_dict().keys() and other.lowest_validation == 5.0
+    assert other.recent == {"boundary": [1.0], "transfer": [3.0]}
+    older = {**guard.state_dict(), "recent": [1.0, 2.0]}  # before the terms were judged separately
+    other.load_state_dict(older)
+    assert other.recent == {}

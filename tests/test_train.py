@@ -277,6 +277,22 @@ def test_divergence_skips_steps_reloads_and_keeps_the_best_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_the_guard_does_not_take_the_onset_of_the_transfer_term_for_a_spike(tmp_path):
+    """The transfer term, 1e4 x the boundary loss, is switched on after 10 NLL steps: no step is skipped then.
+
+    Judged on the total loss (as before), every step of the ramp exceeded the
+    NLL-only history and was skipped until the guard reloaded and halved the weight.
+    """
+    config = make_config("trade_grid", steps=20, curriculum=10, weight=1e4)
+    config.run.spike_window = 5
+    _, result = run(config, tmp_path)
+    rows = read_log(tmp_path / "log.csv")
+    ramp = rows[10:20]
+    assert all(math.isfinite(float(r["transfer"])) for r in ramp)
+    assert float(ramp[-1]["transfer_weight"]) * float(ramp[-1]["transfer"]) > 100 * float(ramp[-1]["boundary"])
+    assert [r["event"] for r in ramp if r["event"]] == [] and result.reloads == 0
+
+
 def test_fresh_run_refuses_a_used_folder_and_resume_refuses_another_config(tmp_path):
     config = make_config("nll", steps=20)
     run(config, tmp_path)

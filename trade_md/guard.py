@@ -1,7 +1,10 @@
 """The divergence guard: skip bad steps, fall back to the last good state, back off.
 
-A step whose loss is not finite, or spikes above the recent losses, is
-skipped (no optimizer step). After ``run.max_skips`` consecutive skips, or a
+A step whose loss terms are not finite, or one of which spikes above its
+own recent values, is skipped (no optimizer step). The terms (the boundary
+loss and the unweighted transfer term) are judged separately, each against
+its own history: a term that has just been switched on, or whose weight
+ramps up, is no spike. After ``run.max_skips`` consecutive skips, or a
 validation loss that is not finite or more than ``run.divergence_tolerance``
 nats above the lowest one so far, the model and optimizer are restored to
 the last good state (the last healthy validation) and the transfer weight is
@@ -34,8 +37,8 @@ class DivergenceGuard:
     ----------
     weight_scale : float
         Factor on the transfer weight, ``backoff ** reloads``.
-    recent : list of float
-        The last ``spike_window`` finite losses.
+    recent : dict of str to list of float
+        Per loss term, its last ``spike_window`` finite values.
     consecutive_skips, skipped_steps, reloads : int
     lowest_validation : float
         Lowest healthy validation loss so far (nats; ``inf`` before the first).
@@ -46,7 +49,7 @@ class DivergenceGuard:
     def __init__(self, run: "RunConfig") -> None:
         self.run = run
         self.weight_scale = 1.0
-        self.recent: list[float] = []
+        self.recent: dict[str, list[float]] = {}
         self.consecutive_skips = 0
         self.skipped_steps = 0
         self.reloads = 0
@@ -54,26 +57,29 @@ class DivergenceGuard:
         self.last_good: Optional[dict] = None
 
     # ------------------------------------------------------------------ steps
-    def is_spike(self, loss: float) -> bool:
-        """Whether ``loss`` exceeds the median of :attr:`recent` by ``spike_factor`` robust deviations."""
-        if len(self.recent) < self.run.spike_window:
+    def is_spike(self, name: str, value: float) -> bool:
+        """Whether term ``name`` at ``value`` exceeds the median of its recent values by ``spike_factor`` robust deviations."""
+        recent = self.recent.get(name, [])
+        if len(recent) < self.run.spike_window:
             return False
-        values = torch.tensor(self.recent)
+        values = torch.tensor(recent)
         median = values.median()
         mad = (values - median).abs().median()
         scale = 1.4826 * mad + 1e-3 * (1 + median.abs())
-        return bool(loss > median + self.run.spike_factor * scale)
+        return bool(value > median + self.run.spike_factor * scale)
 
-    def screen(self, loss: float) -> str:
-        """Why a step with this loss must be skipped (``"non-finite loss"``, ``"loss spike"``), or ``""``."""
-        if not math.isfinite(loss):
+    def screen(self, terms: dict[str, float]) -> str:
+        """Why a step with these loss terms must be skipped (``"non-finite loss"``, ``"loss spike (term)"``), or ``""``."""
+        if not all(math.isfinite(v) for v in terms.values()):
             return "non-finite loss"
-        return "loss spike" if self.is_spike(loss) else ""
+        spikes = [name for name, value in terms.items() if self.is_spike(name, value)]
+        return f"loss spike ({', '.join(spikes)})" if spikes else ""
 
-    def record(self, loss: float, skipped: bool) -> bool:
+    def record(self, terms: dict[str, float], skipped: bool) -> bool:
         """Count a finished step; True when the consecutive skips call for :meth:`reload`."""
-        if math.isfinite(loss):
-            self.recent = (self.recent + [loss])[-self.run.spike_window:]
+        for name, value in terms.items():
+            if math.isfinite(value):
+                self.recent[name] = (self.recent.get(name, []) + [value])[-self.run.spike_window:]
         if skipped:
             self.skipped_steps += 1
             self.consecutive_skips += 1
@@ -103,7 +109,7 @@ class DivergenceGuard:
         self.reloads += 1
         self.weight_scale *= self.run.backoff
         self.consecutive_skips = 0
-        self.recent = []
+        self.recent = {}
         if self.last_good is not None:
             model.load_state_dict(self.last_good["model"])
             # a copy: the optimizer would otherwise update the snapshot's tensors in place
@@ -114,7 +120,7 @@ class DivergenceGuard:
         """Counters, recent losses, lowest validation and the last good state, for checkpoints."""
         return {
             "weight_scale": self.weight_scale,
-            "recent": list(self.recent),
+            "recent": {name: list(values) for name, values in self.recent.items()},
             "consecutive_skips": self.consecutive_skips,
             "skipped_steps": self.skipped_steps,
             "reloads": self.reloads,
@@ -126,3 +132,5 @@ class DivergenceGuard:
         """Restore :meth:`state_dict` output."""
         for key in self.state_dict():
             setattr(self, key, state[key])
+        if not isinstance(self.recent, dict):  # a checkpoint of an earlier version kept total losses only
+            self.recent = {}

@@ -167,7 +167,9 @@ class _Trainer:
         if self.world.distributed:  # the guard decides on the global batch's losses, the same on every rank
             row["loss"], row["boundary"], row["transfer"] = self.world.mean(
                 [row["loss"], row["boundary"], row["transfer"]])
-        row["event"] = self.guard.screen(row["loss"])
+        terms = {"boundary": row["boundary"]} if term is None else {"boundary": row["boundary"],
+                                                                     "transfer": row["transfer"]}
+        row["event"] = self.guard.screen(terms)
         if not row["event"]:
             total.backward()
             self.world.average_gradients(self.params)
@@ -178,7 +180,7 @@ class _Trainer:
             else:
                 row["event"] = "non-finite gradient"
         row["skipped"] = int(bool(row["event"]))
-        reload = self.guard.record(row["loss"], skipped=bool(row["skipped"]))
+        reload = self.guard.record(terms, skipped=bool(row["skipped"]))
         self.scheduler.step()
         self.step += 1
         self.world.broadcast_state(self.method)
