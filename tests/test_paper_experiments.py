@@ -108,15 +108,19 @@ def test_phi4_example_short_version(tmp_path):
         "n_samples: 20000": "n_samples: 1000",
         "chains: 32, sweeps: 10000, thermalize: 2000, every: 2": "chains: 8, sweeps: 1000, thermalize: 200, every: 2",
         "hidden: [128, 128]": "hidden: [16]",
-        "warmup_steps: 1250": "warmup_steps: 10",
+        "warmup_steps: 2500": "warmup_steps: 10",
         "ramp_steps: 400": "ramp_steps: 10",
         "widen_steps: 400": "widen_steps: 10",
-        "steps: 2500": "steps: 30",
+        "steps: 5000": "steps: 30",
         "batch_size: 256": "batch_size: 64",
         "snis_samples: 256": "snis_samples: 64",
         "validate_every: 50": "validate_every: 10",
     }, tmp_path / "phi4.yaml")
-    results = run_phi4_experiment(config, tmp_path / "out", progress=False)
+    results = run_phi4_experiment(config, tmp_path / "out", progress=False, workers=2)
+    # the arms trained side by side (spawned processes, float32 default dtype there) are the models trained
+    # one after the other in this process
+    in_turn = run_phi4_experiment(config, tmp_path / "in_turn", progress=False, workers=1)
+    assert in_turn["models"] == results["models"]
     for name in OBSERVABLES + ("ess",):
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -3,7 +3,8 @@
 Data (Metropolis configurations) at a few ``kappa`` values train a
 :class:`~trade_md.testsystems.CouplingFlow` twice from the same
 initialization and with the same number of steps: with the configured
-transfer method (TRADE) and NLL-only. Both are evaluated over
+transfer method (TRADE) and NLL-only (side by side in two processes where
+there are two cores). Both are evaluated over
 ``evaluation.kappas`` against independent Metropolis references: the
 importance-reweighted observables of :func:`~trade_md.testsystems.lattice_observables`
 and the relative ESS. Writes to ``run.out_dir``: ``reference.json``,
@@ -19,7 +20,10 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -268,8 +272,20 @@ def _summary(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _train_arm(config: Phi4ExperimentConfig, data: TrainingData, out_dir: Path, dtype: torch.dtype) -> float:
+    """Train (or finish) one arm of the experiment in ``out_dir``; returns the wall time (s). Runs in a
+    worker process when the arms train side by side, under the caller's default ``dtype`` (the flow's
+    initial parameters are drawn in it)."""
+    torch.set_num_threads(config.run.threads or 1)
+    torch.set_default_dtype(dtype)
+    start = time.perf_counter()
+    train(build_model(config), Phi4Lattice(config.lattice.size, config.lattice.lam), data, config, out_dir,
+          resume=True)
+    return time.perf_counter() - start
+
+
 def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir: Optional[Union[str, Path]] = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, workers: Optional[int] = None) -> dict:
     """Run the whole experiment (see the module docstring) and return ``results.json``'s content.
 
     Parameters
@@ -280,7 +296,14 @@ def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir:
         checkpoints there (an interrupted experiment continues; another configuration is an error).
     progress : bool
         tqdm bars for the Metropolis runs (training follows ``run.progress``).
+    workers : int, optional
+        Processes that train the arms (TRADE, NLL-only) side by side, each with ``run.threads``
+        (default 1) torch threads; default: one per arm, at most one per CPU core. The arms are seeded
+        alike either way, so the number of workers changes the wall time, not the models. Worker
+        processes are spawned: a script that calls this with ``workers > 1`` needs the usual
+        ``if __name__ == "__main__":`` guard.
     """
+    workers = min(2, os.cpu_count() or 1) if workers is None else validators.positive_int("workers", workers)
     config, folder = experiment_folder(config, Phi4ExperimentConfig, out_dir)
     torch.set_num_threads(config.run.threads or 1)
     start = time.perf_counter()
@@ -292,12 +315,17 @@ def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir:
     data = training_data(target, config.data, progress)
     methods = {"trade": config, "nll": dataclasses.replace(
         config, transfer=dataclasses.replace(config.transfer, method="nll"))}
+    dtype = torch.get_default_dtype()
+    if workers > 1:
+        with ProcessPoolExecutor(min(workers, len(methods)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            arms = {name: pool.submit(_train_arm, c, data, folder / name, dtype) for name, c in methods.items()}
+            timing.update({name + "_s": arm.result() for name, arm in arms.items()})
+    else:
+        timing.update({name + "_s": _train_arm(c, data, folder / name, dtype) for name, c in methods.items()})
     models: dict[str, list[dict]] = {}
     for name, run_config in methods.items():
-        t0 = time.perf_counter()
         model = build_model(run_config)
-        train(model, target, data, run_config, folder / name, resume=True)
-        timing[name + "_s"] = time.perf_counter() - t0
+        train(model, target, data, run_config, folder / name, resume=True)  # the finished run: its best checkpoint
         models[name] = [model_observables(model, target, k, ev) for k in ev.kappas]
     results = {
         "lattice": dataclasses.asdict(config.lattice),
@@ -318,8 +346,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trade_md.testsystems.phi4_experiment", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="YAML configuration (Phi4ExperimentConfig)")
     parser.add_argument("--out", default=None, help="output folder (default: run.out_dir)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes training the two arms side by side (default: one per arm, at most one per core)")
     args = parser.parse_args(argv)
-    results = run_phi4_experiment(args.config, args.out)
+    results = run_phi4_experiment(args.config, args.out, workers=args.workers)
     print(_summary(results))
 
 
