@@ -154,6 +154,7 @@ def _cmd_sample(args) -> int:
     from .distributed import World
     from .generator import sample_sharded
     from .trajectory import FRAME_FORMATS, sidecar_path
+    from .weights import pareto_k_note
 
     out = Path(args.out)
     _check_output_file(out, args.overwrite)  # before loading the model and sampling
@@ -185,7 +186,7 @@ def _cmd_sample(args) -> int:
         print(f"trade-md sample: warning: {w.message}", file=sys.stderr)
     msg = f"{out}: {len(samples)} samples at {', '.join(f'{t:g}' for t in temps)} K"
     if samples.log_weights is not None:
-        msg += f"; relative ESS {samples.relative_ess():.3%}"
+        msg += f"; relative ESS {samples.relative_ess():.3%}{pareto_k_note(samples.log_weights)}"
     if args.resample is not None:
         samples = samples.resample(args.resample, seed=args.seed)
         samples.metadata["resampled_from"] = n

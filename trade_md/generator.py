@@ -52,7 +52,7 @@ from .trajectory import (TrajectoryFile, check_same_molecule, file_sha256, read_
                          sidecar_path, write_frames, write_sidecar, write_trajectory)
 from .units import check_temperature
 from .zmatrix import DEFAULT_TORSION_STYLE
-from .weights import kish_ess, relative_ess, self_normalized_weights
+from .weights import kish_ess, pareto_k, relative_ess, self_normalized_weights
 
 __all__ = ["BoltzmannGenerator", "CartesianFlow", "Samples", "ModelFileError", "sample_sharded"]
 
@@ -132,6 +132,12 @@ class Samples:
     def relative_ess(self) -> float:
         """Kish ESS divided by the number of samples (0..1)."""
         return relative_ess(self._need_weights())
+
+    def pareto_k(self) -> float:
+        """Pareto k-hat of the importance weights: reweighted estimates are reliable when it is at most
+        :func:`~trade_md.weights.pareto_k_limit` (0.7 for more than about 2,150 samples); see
+        :func:`~trade_md.weights.pareto_k`. Raises ValueError for fewer than about 25 non-zero weights."""
+        return pareto_k(self._need_weights())
 
     def weights(self) -> np.ndarray:
         """Self-normalized importance weights ``(n,)`` (zero for clashing samples, log weight -inf)."""

@@ -61,6 +61,7 @@ from .system import MolecularSystem
 from .targets import BoltzmannTarget
 from .train import TrainConfig, train
 from .training_data import BoundaryData, TrainingData
+from .weights import pareto_k_note
 
 from .workflow_config import _DTYPES, WorkflowConfig, build_system
 
@@ -389,7 +390,7 @@ def _sample_stage(cfg: WorkflowConfig, system: MolecularSystem, bg: BoltzmannGen
         s.save(path, overwrite=True)  # replaces a stale file atomically
         records[key] = {"file": path.name, "fingerprint": fingerprint, "settings": settings}
         stages.set("samples", records)
-        log(f"{path}: relative ESS {s.relative_ess():.2%}")
+        log(f"{path}: relative ESS {s.relative_ess():.2%}{pareto_k_note(s.log_weights)}")
         sets[temperature] = (s, fingerprint)
     return sets
 

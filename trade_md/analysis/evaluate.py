@@ -29,7 +29,9 @@ Layout of the metrics of one temperature (``Evaluation.metrics["600 K"]``)
   frames with a cis bond (``|omega| < 90`` degrees), each ``{"value", "stderr"}`` from 20 contiguous
   blocks; not part of the verdict (MD at one temperature rarely isomerizes, so a model trained on it
   may lack cis states that a parallel-tempering reference has);
-- ``ess``, ``relative_ess``, ``n_samples``, ``n_reference``;
+- ``ess``, ``relative_ess``, ``n_samples``, ``n_reference``; ``pareto_k`` (None when too few weights
+  are non-zero) and ``pareto_k_limit``: the reweighted estimates are reliable when k <= limit
+  (:func:`trade_md.weights.pareto_k`);
 - ``nll_md``: mean ``-log p`` of the reference frames inside the model's support,
   with the fraction ``outside_support`` (log p = -inf) reported, not dropped silently.
 
@@ -138,6 +140,11 @@ def _metrics(samples: Samples, reference: ReferenceData, s_tors: ResidueTorsions
         lw = samples.log_weights
         out["ess"] = M.kish_ess(lw)
         out["relative_ess"] = M.relative_ess(lw)
+        try:
+            out["pareto_k"] = M.pareto_k(lw)
+        except ValueError:  # too few non-zero weights to fit a tail
+            out["pareto_k"] = None
+        out["pareto_k_limit"] = M.pareto_k_limit(len(lw))
         sp_w, ss_w, w_pooled = _pooled(s_phi, s_psi, w)
         rw = M.ramachandran_divergences(sp_w, ss_w, rp, rs, sample_weights=w_pooled, n_blocks=n_blocks)
         out.update({"js_reweighted": rw.js, "kl_md_model_reweighted": rw.kl_ref_sample})

@@ -32,7 +32,10 @@ def rule_text() -> str:
         "their block-bootstrap standard errors; ΔF is not judged (—) when the basin is empty in both, and fails "
         "when it is empty in one only.  "
         "The *joint* row (peptides) compares the populations of the 3^n joint basin states of all n residues "
-        "and is judged by (1) alone, with its own floor.  Relative ESS = Kish ESS / N of the importance weights.\n"
+        "and is judged by (1) alone, with its own floor.  Relative ESS = Kish ESS / N of the importance weights.  "
+        "Pareto k̂ is the shape of a generalized Pareto distribution fitted to the largest weights; reweighted "
+        "estimates from N samples are reliable when k̂ <= min(1 − 1/log10 N, 0.7) (Vehtari et al., JMLR 2024), "
+        "and above that limit neither they nor the ESS can be trusted.\n"
         f"Energies: W1 is computed on the central {pct} of the MD energy range; samples outside it (clashes, "
         f"non-finite energies) are counted as outliers instead (MD itself has {100 * (1 - CENTRAL_MASS):g} % "
         "outside).  The plain W1 over all samples is in the sections below.\n"
@@ -95,6 +98,20 @@ def _energy_row(temperature: str, section: Mapping[str, Any]) -> Optional[str]:
             f"{_pct(reweighted.get('outlier_fraction'))} |")
 
 
+def _weights_row(temperature: str, section: Mapping[str, Any]) -> Optional[str]:
+    if "relative_ess" not in section:
+        return None
+    k, limit = section.get("pareto_k"), section.get("pareto_k_limit")
+    if k is None:
+        verdict = "— (too few distinct non-zero weights for a tail fit)"
+    elif k <= limit:
+        verdict = "reliable"
+    else:
+        verdict = "**not reliable**: reweighted estimates (and the ESS) may be far off"
+    return (f"| {temperature} | {_pct(section['relative_ess'])} | {_num(section.get('ess'), 4)} | {_num(k, 2)} | "
+            f"{_num(limit, 2)} | {verdict} |")
+
+
 def _share(entry: Optional[Mapping[str, Any]]) -> str:
     if not entry:
         return "—"
@@ -117,13 +134,14 @@ def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     Returns
     -------
     str: a ``## Summary`` heading, the verdict table (one row per temperature
-    and residue, plus a joint row for peptides), the energy table, the peptide-bond (cis) table and the rule.
+    and residue, plus a joint row for peptides), the importance-weight table (ESS and Pareto k-hat), the
+    energy table, the peptide-bond (cis) table and the rule.
     """
     lines = ["## Summary", "",
              "| T | residue | JS [nats] | JS floor [nats] | ΔF model [kT] | ΔF MD [kT] | ΔF diff [kT] | σ [kT] | "
              "diff/σ | relative ESS | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    energy, bonds = [], []
+    energy, bonds, weights = [], [], []
     for temperature, section in results.items():
         if not isinstance(section, Mapping):
             continue
@@ -132,7 +150,13 @@ def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
         if row is not None:
             energy.append(row)
         bonds += _bond_rows(temperature, section)
+        row = _weights_row(temperature, section)
+        if row is not None:
+            weights.append(row)
     lines.append("")
+    if weights:
+        lines += ["| T | relative ESS | Kish ESS | Pareto k̂ | k̂ limit | importance weights |",
+                  "|---|---|---|---|---|---|"] + weights + [""]
     if energy:
         pct = f"{100 * CENTRAL_MASS:g} %"
         lines += [f"| T | MD central {pct} range [kJ/mol] | energy W1 model [kJ/mol] | energy W1 reweighted "
