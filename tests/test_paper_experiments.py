@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trade_md.config import ConfigError
+from trade_md.testsystems import calibration, phi4_experiment
 from trade_md.testsystems.calibration import CalibrationRunConfig, coverage_curve, run_calibration
 from trade_md.testsystems.lattice_mcmc import OBSERVABLES
 from trade_md.testsystems.phi4_experiment import Phi4ExperimentConfig, run_phi4_experiment
@@ -155,3 +156,15 @@ def test_two_moons_calibration_short_version(tmp_path):
     # running it again resumes the finished trainings: the same models, the same curves
     again = run_calibration(config, tmp_path / "out")
     assert again["models"] == results["models"]
+
+
+@pytest.mark.parametrize("main, args, message", [
+    (phi4_experiment.main, ["--workers", "0", str(WORKFLOWS / "phi4_kappa.yaml")], "workers must be a positive integer"),
+    (phi4_experiment.main, ["missing.yaml"], "configuration file not found: missing.yaml"),
+    (calibration.main, ["missing.yaml"], "configuration file not found: missing.yaml"),
+])
+def test_example_command_lines_report_bad_input_in_one_line(main, args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: " + message in err and "Traceback" not in err

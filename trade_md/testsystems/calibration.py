@@ -36,7 +36,7 @@ from ..config import ConfigError
 from ..density import ConditionalDensity, model_like
 from ..train import train
 from .harness import ToyTarget, build_problem
-from .run import ToyRunConfig, experiment_folder
+from .run import ToyRunConfig, experiment_folder, run_example
 
 __all__ = ["CalibrationCurve", "coverage_curve", "CalibrationConfig", "CalibrationRunConfig", "run_calibration"]
 
@@ -214,14 +214,13 @@ def run_calibration(config: Union[CalibrationRunConfig, str, Path], out_dir: Opt
     return results
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trade_md.testsystems.calibration",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("config", help="YAML configuration (CalibrationRunConfig)")
     parser.add_argument("--out", default=None, help="output folder (default: run.out_dir)")
-    args = parser.parse_args(argv)
-    print(_summary(run_calibration(args.config, args.out)))
+    return run_example(parser, argv, lambda args: _summary(run_calibration(args.config, args.out)))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -41,7 +41,7 @@ from ..weights import relative_ess
 from .coupling import CouplingFlow
 from .lattice_mcmc import OBSERVABLES, integrated_autocorrelation, lattice_observables, metropolis
 from .phi4 import Phi4Lattice
-from .run import experiment_folder
+from .run import experiment_folder, run_example
 
 __all__ = ["LatticeConfig", "ChainConfig", "Phi4DataConfig", "Phi4EvaluationConfig", "Phi4ExperimentConfig",
            "run_phi4_experiment"]
@@ -342,16 +342,15 @@ def run_phi4_experiment(config: Union[Phi4ExperimentConfig, str, Path], out_dir:
     return results
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trade_md.testsystems.phi4_experiment", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="YAML configuration (Phi4ExperimentConfig)")
     parser.add_argument("--out", default=None, help="output folder (default: run.out_dir)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training the two arms side by side (default: one per arm, at most one per core)")
-    args = parser.parse_args(argv)
-    results = run_phi4_experiment(args.config, args.out, workers=args.workers)
-    print(_summary(results))
+    return run_example(parser, argv, lambda args: _summary(run_phi4_experiment(args.config, args.out,
+                                                                             workers=args.workers)))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

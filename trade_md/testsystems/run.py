@@ -8,11 +8,13 @@ The toy counterpart of :mod:`trade_md.workflow` (CLI: ``trade-md train
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from .._io import atomic_write_text
 from ..distributed import World
@@ -21,7 +23,7 @@ from ..flows import FlowConfig
 from ..train import TrainConfig, TrainResult, train
 from .harness import ProblemConfig, TransferMetrics, build_problem, transfer_metrics
 
-__all__ = ["ToyRunConfig", "ToyRunResult", "train_from_config"]
+__all__ = ["ToyRunConfig", "ToyRunResult", "train_from_config", "run_example"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -53,6 +55,26 @@ class ToyRunResult(TrainResult):
     """
 
     metrics: tuple[TransferMetrics, ...] = ()
+
+
+def run_example(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+                run: Callable[[argparse.Namespace], str]) -> int:
+    """Command line of an example experiment: parse ``argv``, print what ``run`` returns; exit code.
+
+    Bad input (a missing or malformed configuration, a bad option value: ValueError, OSError) is one
+    line ``<prog>: error: ...`` and code 2, Ctrl-C one line and code 130 (the runs resume), as with
+    ``trade-md``.
+    """
+    args = parser.parse_args(argv)
+    try:
+        print(run(args))
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # ConfigError is a ValueError
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def experiment_folder(config, config_class: type, out_dir: Optional[PathLike] = None) -> tuple:
