@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import genpareto
 
 from trade_md.analysis.summary import summary_markdown
-from trade_md.weights import pareto_k, pareto_k_limit, pareto_k_note
+from trade_md.weights import pareto_k, pareto_k_limit, pareto_k_note, pareto_k_or_none
 
 
 def pareto_log_weights(k: float, n: int, seed: int) -> np.ndarray:
@@ -59,6 +59,11 @@ def test_pareto_k_limit_follows_the_sample_size():
 def test_pareto_k_bad_input_is_a_clear_error(log_weights, message):
     with pytest.raises(ValueError, match=message):
         pareto_k(log_weights)
+    if message == "NaN":  # invalid weights are an error, not "no tail"
+        with pytest.raises(ValueError, match=message):
+            pareto_k_or_none(log_weights)
+    else:
+        assert pareto_k_or_none(log_weights) is None
 
 
 def test_report_and_messages_say_whether_the_weights_can_be_trusted():

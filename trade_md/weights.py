@@ -5,10 +5,13 @@ Shared by :class:`~trade_md.generator.Samples` and :mod:`trade_md.analysis.metri
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["self_normalized_weights", "kish_ess", "relative_ess", "pareto_k", "pareto_k_limit", "pareto_k_note"]
+__all__ = ["self_normalized_weights", "kish_ess", "relative_ess", "pareto_k", "pareto_k_or_none", "pareto_k_limit",
+           "pareto_k_note"]
 
 
 def _as_log_weights(log_weights: ArrayLike) -> np.ndarray:
@@ -144,14 +147,23 @@ def _gpd_shape(x: np.ndarray) -> float:
     return (m * k_hat + 10 * 0.5) / (m + 10)
 
 
+def pareto_k_or_none(log_weights: ArrayLike) -> Optional[float]:
+    """:func:`pareto_k`, or None when too few distinct non-zero weights leave no tail to fit; bad log
+    weights (NaN, +inf, all zero weights, wrong shape) still raise ValueError."""
+    lw = _as_log_weights(log_weights)
+    try:
+        return pareto_k(lw)
+    except ValueError:  # the input is valid (checked above): there is no tail to fit
+        return None
+
+
 def pareto_k_note(log_weights: ArrayLike) -> str:
     """``"; Pareto k-hat 0.62 (reliable: <= 0.70)"`` or ``"; Pareto k-hat 0.95 (> 0.70: reweighted estimates
     are not reliable)"`` for a one-line message after an ESS; ``""`` when there are too few non-zero
     weights to fit a tail (see :func:`pareto_k`)."""
     lw = _as_log_weights(log_weights)
-    try:
-        k = pareto_k(lw)
-    except ValueError:
+    k = pareto_k_or_none(lw)
+    if k is None:
         return ""
     limit = pareto_k_limit(lw.size)
     verdict = f"reliable: <= {limit:.2f}" if k <= limit else f"> {limit:.2f}: reweighted estimates are not reliable"

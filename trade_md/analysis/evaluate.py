@@ -140,10 +140,7 @@ def _metrics(samples: Samples, reference: ReferenceData, s_tors: ResidueTorsions
         lw = samples.log_weights
         out["ess"] = M.kish_ess(lw)
         out["relative_ess"] = M.relative_ess(lw)
-        try:
-            out["pareto_k"] = M.pareto_k(lw)
-        except ValueError:  # too few non-zero weights to fit a tail
-            out["pareto_k"] = None
+        out["pareto_k"] = M.pareto_k_or_none(lw)
         out["pareto_k_limit"] = M.pareto_k_limit(len(lw))
         sp_w, ss_w, w_pooled = _pooled(s_phi, s_psi, w)
         rw = M.ramachandran_divergences(sp_w, ss_w, rp, rs, sample_weights=w_pooled, n_blocks=n_blocks)

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..validators import positive_int
-from ..weights import kish_ess, pareto_k, pareto_k_limit, relative_ess, self_normalized_weights
+from ..weights import kish_ess, pareto_k, pareto_k_limit, pareto_k_or_none, relative_ess, self_normalized_weights
 from ._validate import (
     _TWO_PI,
     ANGLE_TOLERANCE,
@@ -69,6 +69,7 @@ __all__ = [
     "kish_ess",
     "relative_ess",
     "pareto_k",
+    "pareto_k_or_none",
     "pareto_k_limit",
     "wasserstein_1d",
     "histogram_overlap",
